@@ -1,0 +1,1 @@
+"""Running the planned job: local training, SageMaker, adapters, serving."""

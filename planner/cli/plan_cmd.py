@@ -1,0 +1,105 @@
+"""``plan MODEL``: the memory estimate, the cheapest machine, and (with --execute) the run.
+
+Every flag of the issues' CLI contract is declared here; the work is done by
+``planner.estimate``, ``pricing.plan_costs`` and ``backend.execute``. Those packages are imported
+only when their flags ask for them, so a plain estimate never loads torch.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from . import DEFAULT_COMMAND, app
+from .output import console
+from ..estimate import estimate
+from ..job import Job
+
+
+@app.command(DEFAULT_COMMAND, hidden=True, no_args_is_help=True)
+def plan(
+    model: str = typer.Argument(..., help="Alias (llama3-70b), Hugging Face id, config.json or model directory."),
+    mode: str = typer.Option("qlora", "--mode", "-m", help="inference | full | lora | qlora | prompt-tuning"),
+    precision: Optional[str] = typer.Option(None, "--precision", help="fp32 | bf16 | fp16 | int8 | int4 (default: the mode's standard recipe)"),
+    seq_len: int = typer.Option(2048, "--seq-len", help="Tokens per sequence."),
+    batch_size: int = typer.Option(1, "--batch-size", help="Sequences per step (per GPU)."),
+    gradient_checkpointing: Optional[bool] = typer.Option(None, "--gradient-checkpointing/--no-gradient-checkpointing", help="Default: on for training."),
+    lora_r: int = typer.Option(16, "--lora-r"),
+    lora_alpha: int = typer.Option(32, "--lora-alpha"),
+    lora_dropout: float = typer.Option(0.05, "--lora-dropout"),
+    lora_targets: str = typer.Option("all-linear", "--lora-targets", help="all-linear or a comma list such as q_proj,v_proj"),
+    num_virtual_tokens: int = typer.Option(20, "--num-virtual-tokens"),
+    optimizer: str = typer.Option("adamw", "--optimizer", help="adamw | adamw-8bit | paged-adamw-8bit | sgd"),
+    attention: str = typer.Option("sdpa", "--attention", help="sdpa | eager"),
+    adapters: int = typer.Option(0, "--adapters", help="Inference: LoRA adapters served beside the base."),
+    max_lora_rank: Optional[int] = typer.Option(None, "--max-lora-rank", help="Inference with --adapters: largest adapter rank (default --lora-r)."),
+    # pricing (issue: pricing)
+    platform: str = typer.Option("any", "--platform", help="ec2 | sagemaker | any"),
+    region: str = typer.Option("us-east-1", "--region"),
+    spot: bool = typer.Option(False, "--spot", help="Use spot prices where known."),
+    gpu: Optional[str] = typer.Option(None, "--gpu", help="Check your own GPU instead of pricing cloud machines (e.g. 'RTX 4090')."),
+    max_gpus: Optional[int] = typer.Option(None, "--max-gpus"),
+    tokens: Optional[int] = typer.Option(None, "--tokens", help="Training tokens per epoch (for job time and cost)."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="Training data (JSONL/JSON/CSV/Parquet, or s3:// for SageMaker)."),
+    epochs: float = typer.Option(1.0, "--epochs"),
+    currency: Optional[str] = typer.Option(None, "--currency", help="Also show costs in this currency (needs --usd-rate)."),
+    usd_rate: Optional[float] = typer.Option(None, "--usd-rate", help="Units of --currency per US dollar."),
+    no_pricing: bool = typer.Option(False, "--no-pricing", help="Memory estimate only."),
+    # execution (issues: local backend, SageMaker, distributed)
+    execute: bool = typer.Option(False, "--execute", help="Run the planned job."),
+    backend: str = typer.Option("local", "--backend", help="local | sagemaker"),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+    force: bool = typer.Option(False, "--force", help="Run even if the plan does not fit the local GPU."),
+    output_dir: Optional[Path] = typer.Option(None, "--output-dir"),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps"),
+    learning_rate: Optional[float] = typer.Option(None, "--learning-rate"),
+    save_steps: Optional[int] = typer.Option(None, "--save-steps"),
+    experiment: Optional[str] = typer.Option(None, "--experiment", help="MLflow experiment name."),
+    role: Optional[str] = typer.Option(None, "--role", help="SageMaker execution role ARN."),
+    bucket: Optional[str] = typer.Option(None, "--bucket"),
+    max_cost: Optional[float] = typer.Option(None, "--max-cost", help="Refuse a job estimated to cost more (USD)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="SageMaker: print the request, create nothing."),
+    wait: bool = typer.Option(False, "--wait", help="SageMaker: wait for the job to finish."),
+    emit_config: Optional[Path] = typer.Option(None, "--emit-config", help="Write the multi-GPU launch configuration here."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object to stdout."),
+) -> None:
+    """Estimate GPU memory for MODEL and MODE, find the cheapest machine, optionally run it."""
+    job = Job(mode=mode, precision=precision, seq_len=seq_len, batch_size=batch_size,
+              gradient_checkpointing=gradient_checkpointing, lora_r=lora_r, lora_alpha=lora_alpha,
+              lora_dropout=lora_dropout, lora_targets=lora_targets, num_virtual_tokens=num_virtual_tokens,
+              optimizer=optimizer, attention=attention, adapters=adapters, max_lora_rank=max_lora_rank)
+    est = estimate(model, job)
+    result = est.to_dict()
+
+    costs = None
+    if not no_pricing:
+        from pricing.cli_support import price_request  # pricing is light: csv + dataclasses
+        costs = price_request(est, platform=platform, region=region, spot=spot, gpu=gpu, max_gpus=max_gpus,
+                              tokens=tokens, dataset=dataset, epochs=epochs, currency=currency,
+                              usd_rate=usd_rate)
+        if costs is not None:
+            result.update(costs.to_dict())
+
+    if as_json and not execute:
+        typer.echo(json.dumps(result, indent=2))
+    elif not as_json:
+        from .render import render_estimate
+        render_estimate(console(), est)
+        if costs is not None:
+            from pricing.render import render_costs
+            render_costs(console(), costs)
+    if costs is not None and getattr(costs, "exit_code", 0) and not execute:
+        raise typer.Exit(costs.exit_code)
+
+    if emit_config is not None or execute:
+        from backend.execute import ExecuteOptions, run_plan
+        opts = ExecuteOptions(backend=backend, dataset=dataset, yes=yes, force=force, output_dir=output_dir,
+                              max_steps=max_steps, epochs=epochs, learning_rate=learning_rate,
+                              save_steps=save_steps, experiment=experiment, role=role, bucket=bucket,
+                              region=region, spot=spot, max_cost=max_cost, dry_run=dry_run, wait=wait,
+                              emit_config=emit_config, execute=execute, as_json=as_json)
+        code = run_plan(model, est, costs, opts)
+        if code:
+            raise typer.Exit(code)

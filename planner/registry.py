@@ -1,0 +1,117 @@
+"""Find a model's spec: a shipped alias or Hugging Face id, a local config, or the Hub.
+
+The shipped registry is one JSON file per model in ``planner/models/`` holding the published
+config.json values and the URL they came from. Nothing is fetched unless the name is neither
+shipped nor a local path.
+"""
+from __future__ import annotations
+
+import difflib
+import json
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from .errors import PlannerError
+from .spec import ModelSpec, spec_from_config
+
+MODELS_DIR = Path(__file__).parent / "models"
+
+
+@lru_cache(maxsize=1)
+def _shipped() -> dict[str, dict[str, Any]]:
+    """Every shipped model file, keyed by each lower-cased name it answers to."""
+    index: dict[str, dict[str, Any]] = {}
+    for path in sorted(MODELS_DIR.glob("*.json")):
+        doc = json.loads(path.read_text())
+        keys = {doc["name"], doc["hf_id"], doc["hf_id"].split("/")[-1], *doc["aliases"]}
+        for key in keys:
+            index[key.lower()] = doc
+    return index
+
+
+def shipped_models() -> list[ModelSpec]:
+    """All shipped models, one spec each, in file order."""
+    seen: dict[str, ModelSpec] = {}
+    for doc in _shipped().values():
+        if doc["name"] not in seen:
+            seen[doc["name"]] = _from_doc(doc)
+    return sorted(seen.values(), key=lambda s: (s.aliases[0] if s.aliases else s.name))
+
+
+def _from_doc(doc: dict[str, Any]) -> ModelSpec:
+    return spec_from_config(doc["config"], name=doc["name"], hf_id=doc["hf_id"],
+                            source=doc["source"], aliases=tuple(doc["aliases"]))
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise PlannerError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    except OSError as exc:
+        raise PlannerError(f"cannot read {path}: {exc.strerror}") from None
+
+
+def load_local(path: str | os.PathLike[str]) -> ModelSpec:
+    """A config.json file, or a model directory holding one."""
+    p = Path(path).expanduser()
+    if p.is_dir():
+        p = p / "config.json"
+        if not p.exists():
+            raise PlannerError(f"{p.parent} has no config.json")
+    if not p.exists():
+        raise PlannerError(f"no such file: {p}")
+    name = p.parent.name if p.name == "config.json" else p.stem
+    return spec_from_config(_read_json(p), name=name or str(p), source=str(p))
+
+
+def _looks_like_path(name: str) -> bool:
+    return name.endswith(".json") or name.startswith((".", "/", "~")) or os.path.exists(name)
+
+
+def suggestions(name: str, n: int = 3) -> list[str]:
+    """Close shipped names, aliases first."""
+    aliases = sorted({a for doc in _shipped().values() for a in doc["aliases"]})
+    others = sorted(_shipped().keys())
+    key = name.lower()
+    hits = difflib.get_close_matches(key, aliases, n=n, cutoff=0.5)
+    if not hits:
+        hits = difflib.get_close_matches(key, others, n=n, cutoff=0.5)
+    return hits
+
+
+def _fetch_from_hub(repo_id: str) -> ModelSpec:
+    """Download (or read from the local HF cache) a Hub model's config.json."""
+    try:
+        from huggingface_hub import hf_hub_download
+    except ImportError:
+        raise PlannerError(f"'{repo_id}' is not a shipped model; install huggingface_hub "
+                           "(pip install '.[hub]') to read its config from the Hub, or pass a config.json path") from None
+    try:
+        path = hf_hub_download(repo_id, "config.json")
+    except Exception as exc:  # the hub client raises many types: network, auth, not found
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise PlannerError(f"cannot fetch config.json for '{repo_id}' from the Hugging Face Hub ({reason}); "
+                           "offline? pass a local config.json or model directory instead") from None
+    spec = spec_from_config(_read_json(Path(path)), name=repo_id, hf_id=repo_id,
+                            source=f"https://huggingface.co/{repo_id}/blob/main/config.json")
+    return spec
+
+
+def resolve(name: str) -> ModelSpec:
+    """Turn what the user typed into a ModelSpec, or raise PlannerError with suggestions."""
+    if not name or not name.strip():
+        raise PlannerError("no model given; `plan models` lists the shipped ones")
+    doc = _shipped().get(name.strip().lower())
+    if doc is not None:
+        return _from_doc(doc)
+    if _looks_like_path(name):
+        return load_local(name)
+    if "/" in name and not os.environ.get("HF_HUB_OFFLINE"):
+        return _fetch_from_hub(name)
+    hint = suggestions(name)
+    did_you_mean = f"; did you mean {' or '.join(hint)}?" if hint else ""
+    raise PlannerError(f"unknown model '{name}'{did_you_mean} `plan models` lists all, "
+                       "or pass a Hugging Face id or a config.json path")

@@ -1,0 +1,132 @@
+"""What the planner needs to know about a model: the published config.json values, typed."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from .errors import PlannerError
+
+SUPPORTED_ARCHITECTURES = ("llama", "mistral", "qwen2", "mixtral", "gemma2", "phi3")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A decoder-only transformer described by its config.json fields.
+
+    ``config`` keeps every field as published so nothing the user gave is lost; the typed
+    attributes are the ones the parameter and memory models read.
+    """
+
+    name: str
+    model_type: str
+    hidden_size: int
+    intermediate_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    head_dim: int
+    vocab_size: int
+    tie_word_embeddings: bool
+    max_position_embeddings: int | None = None
+    num_local_experts: int = 0
+    num_experts_per_tok: int = 0
+    sliding_window: int | None = None
+    attention_bias: bool = False
+    mlp_bias: bool = False
+    hf_id: str | None = None
+    source: str | None = None
+    aliases: tuple[str, ...] = ()
+    config: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def is_moe(self) -> bool:
+        return self.num_local_experts > 0
+
+    @property
+    def q_dim(self) -> int:
+        return self.num_attention_heads * self.head_dim
+
+    @property
+    def kv_dim(self) -> int:
+        return self.num_key_value_heads * self.head_dim
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "hf_id": self.hf_id,
+            "model_type": self.model_type,
+            "source": self.source,
+            "hidden_size": self.hidden_size,
+            "intermediate_size": self.intermediate_size,
+            "num_hidden_layers": self.num_hidden_layers,
+            "num_attention_heads": self.num_attention_heads,
+            "num_key_value_heads": self.num_key_value_heads,
+            "head_dim": self.head_dim,
+            "vocab_size": self.vocab_size,
+            "tie_word_embeddings": self.tie_word_embeddings,
+            "num_local_experts": self.num_local_experts,
+            "num_experts_per_tok": self.num_experts_per_tok,
+            "sliding_window": self.sliding_window,
+        }
+
+
+_REQUIRED = ("hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size")
+
+
+def spec_from_config(config: Mapping[str, Any], *, name: str, hf_id: str | None = None,
+                     source: str | None = None, aliases: tuple[str, ...] = ()) -> ModelSpec:
+    """Build a ModelSpec from config.json values, with the defaults transformers applies.
+
+    Raises PlannerError naming the missing or malformed field.
+    """
+    if not isinstance(config, Mapping):
+        raise PlannerError(f"config for '{name}' is not a JSON object")
+    cfg = dict(config)
+    # Multimodal wrappers keep the language model under text_config.
+    if "text_config" in cfg and "hidden_size" not in cfg and isinstance(cfg["text_config"], Mapping):
+        cfg = {**cfg["text_config"], "model_type": cfg["text_config"].get("model_type", cfg.get("model_type"))}
+    missing = [k for k in _REQUIRED if k not in cfg]
+    if missing:
+        raise PlannerError(f"config for '{name}' lacks {', '.join(missing)}; is it a decoder-only LLM config.json?")
+
+    def as_int(key: str, default: Any = None) -> int | None:
+        value = cfg.get(key, default)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value or value < 0:
+            raise PlannerError(f"config for '{name}': {key} must be a non-negative integer, got {value!r}")
+        return int(value)
+
+    hidden = as_int("hidden_size")
+    heads = as_int("num_attention_heads")
+    if not hidden or not heads or not as_int("num_hidden_layers") or not as_int("vocab_size"):
+        raise PlannerError(f"config for '{name}': hidden_size, num_hidden_layers, num_attention_heads and vocab_size must be positive")
+    head_dim = as_int("head_dim") or hidden // heads
+    model_type = str(cfg.get("model_type") or "unknown")
+    n_experts = as_int("num_local_experts", 0) or as_int("num_experts", 0) or 0
+    sliding = as_int("sliding_window") if (cfg.get("use_sliding_window", True) is not False) else None
+    intermediate = as_int("intermediate_size")
+    if intermediate is None:
+        raise PlannerError(f"config for '{name}' lacks intermediate_size")
+    return ModelSpec(
+        name=name,
+        model_type=model_type,
+        hidden_size=hidden,
+        intermediate_size=intermediate,
+        num_hidden_layers=as_int("num_hidden_layers"),
+        num_attention_heads=heads,
+        num_key_value_heads=as_int("num_key_value_heads") or heads,
+        head_dim=head_dim,
+        vocab_size=as_int("vocab_size"),
+        tie_word_embeddings=bool(cfg.get("tie_word_embeddings", model_type in ("gemma2", "gemma"))),
+        max_position_embeddings=as_int("max_position_embeddings"),
+        num_local_experts=n_experts,
+        num_experts_per_tok=(as_int("num_experts_per_tok", 0) or 0) if n_experts else 0,
+        sliding_window=sliding,
+        attention_bias=bool(cfg.get("attention_bias", model_type == "qwen2")),
+        mlp_bias=bool(cfg.get("mlp_bias", False)),
+        hf_id=hf_id,
+        source=source,
+        aliases=aliases,
+        config=cfg,
+    )

@@ -1,0 +1,1 @@
+"""Instance catalogs, fitting a memory estimate onto GPUs, and job cost."""
