@@ -1,12 +1,195 @@
-"""PLACEHOLDER: being replaced by the full memory model (weights only for now)."""
+"""Peak GPU memory of one job: the phases of a step, each a sum of named terms; the peak is the
+largest phase.
+
+A training step's candidates for the peak (torch.cuda.max_memory_allocated over a step):
+- ``loss forward``: logits, their fp32 copy and log_softmax output, on top of saved activations;
+- ``loss backward``: the log_softmax backward (12 B x vocab per token) on top of saved activations;
+- ``top-layer backward``: with checkpointing, the recomputed layer's activations plus gradient
+  buffers, on top of every layer's checkpointed input;
+- ``optimizer step``: weights + gradients + states + the foreach AdamW temporary (one
+  parameter-sized ``sqrt(exp_avg_sq)``; torch/optim/adamw.py ``_multi_tensor_adamw``).
+Inference: the prefill of the last layer's MLP with the whole KV cache written.
+
+Fixed terms: PyTorch allocates one cuBLAS workspace per (thread, stream) through its caching
+allocator (32 MiB on Hopper, ``CUBLAS_WORKSPACE_CONFIG`` default ``:4096:8``); training uses
+two threads (forward and autograd). These figures match the H100 calibration rows (docs/accuracy.md).
+"""
 from __future__ import annotations
 
-from .estimate import MemoryEstimate, MemoryTerm, SeedRule
+from . import activations as act
+from .estimate import MemoryEstimate, MemoryTerm
+from .job import Job
+from .params import ParamCounts
+from .seed import seed_rule
+from .spec import ModelSpec
+from .weights import adapter_slot_bytes, quantizable_params, trainable_params, weight_bytes
+
+MIB = 1024**2
+CUBLAS_WORKSPACE = 32 * MIB
+CUDA_CONTEXT = 512 * MIB          # typical CUDA 12/13 context with lazy module loading (nvidia-smi)
+ALLOCATOR_SLACK = 0.13            # median (reserved - allocated) / allocated over the calibration rows
+SRC_CAL = "shared/calibration (H100)"
 
 
-def build_estimate(spec, params, job):
-    w = params.total * 2
-    terms = (MemoryTerm("weights", w, "weights", "params x 2"),)
-    return MemoryEstimate(model=spec, params=params, job=job, trainable_params=0, terms=terms,
-                          peak_allocated_bytes=w, allocator_slack_bytes=0, cuda_context_bytes=0,
-                          total_bytes=w, phase="placeholder", seed_rule=SeedRule(params.total * 4, "4 B/param"))
+def _optimizer(job: Job, n_trainable: int, param_bytes: int) -> tuple[int, int, str]:
+    """(state bytes, step temporary bytes, formula)."""
+    if job.optimizer == "sgd":
+        return 0, 0, "plain SGD keeps no state"
+    if job.optimizer in ("adamw-8bit", "paged-adamw-8bit"):
+        # bitsandbytes blockwise 8-bit: two uint8 states + one fp32 absmax per 256-value block each
+        states = 2 * (n_trainable + n_trainable // 256 * 4)
+        if job.optimizer == "paged-adamw-8bit":
+            return 0, 0, "paged 8-bit states live in CUDA unified memory, outside PyTorch's allocator"
+        return states, 0, "2 x (1 B + 4 B/256) per trainable param (bitsandbytes 8-bit blockwise)"
+    return (2 * n_trainable * param_bytes, n_trainable * param_bytes,
+            f"exp_avg + exp_avg_sq in the param dtype: 2 x {param_bytes} B x {n_trainable:,}")
+
+
+def build_estimate(spec: ModelSpec, params: ParamCounts, job: Job) -> MemoryEstimate:
+    if job.mode == "inference":
+        terms, phase, notes = _inference(spec, params, job)
+    else:
+        terms, phase, notes = _training(spec, params, job)
+    terms = tuple(t for t in terms if t.bytes > 0)
+    peak = sum(t.bytes for t in terms)
+    slack = int(peak * ALLOCATOR_SLACK)
+    n_train = trainable_params(spec, params, job)
+    if spec.is_moe:
+        notes = notes + ("MoE: transformers 5 stores experts as fused 3D parameters; this estimate assumes "
+                         "they are quantized like linears in int4/int8 and not LoRA targets",)
+    return MemoryEstimate(model=spec, params=params, job=job, trainable_params=n_train, terms=terms,
+                          peak_allocated_bytes=peak, allocator_slack_bytes=slack, cuda_context_bytes=CUDA_CONTEXT,
+                          total_bytes=peak + slack + CUDA_CONTEXT, phase=phase,
+                          seed_rule=seed_rule(params, job, n_train), notes=notes)
+
+
+def _inference(spec: ModelSpec, params: ParamCounts, job: Job):
+    tokens = job.batch_size * job.seq_len
+    w = weight_bytes(spec, params, job.precision)
+    c = 4 if job.precision == "fp32" else 2
+    terms = [MemoryTerm("weights", w.total, "weights", w.formula, "params.py; bitsandbytes")]
+    if job.adapters:
+        slot = adapter_slot_bytes(spec, job)
+        terms.append(MemoryTerm("LoRA adapters", job.adapters * slot, "weights",
+                                f"{job.adapters} adapters x rank {job.max_lora_rank or job.lora_r} x sum(in+out) x 2 B",
+                                "PEFT LoRA shapes; vLLM --max-loras slots"))
+    kv = job.batch_size * act.kv_cache_bytes(spec, job.seq_len, c)
+    terms.append(MemoryTerm("KV cache", kv, "kv_cache",
+                            f"2 x {spec.num_hidden_layers} layers x {spec.kv_dim} (kv heads x head_dim) x {c} B "
+                            f"x {tokens:,} tokens" + (f" (sliding window {spec.sliding_window})" if spec.sliding_window else ""),
+                            "transformers DynamicCache"))
+    per_tok = act.prefill_peak(spec, job)
+    terms.append(MemoryTerm("prefill activations", per_tok * tokens, "activations",
+                            f"{per_tok:,} B/token (4 hidden + 3 intermediate tensors of the last layer's MLP)",
+                            "modeling_llama.py under no_grad; " + SRC_CAL))
+    scores = act.eager_prefill_scores(spec, job, job.seq_len) * tokens
+    if scores:
+        terms.append(MemoryTerm("attention scores (eager)", scores, "activations",
+                                "heads x seq x (2 + 4 + 2) B per token", "eager_attention_forward"))
+    if w.quantized:
+        biggest = max(i * o for _, i, o in act_linears(spec))
+        terms.append(MemoryTerm("dequantization buffer", biggest * 2, "activations",
+                                "largest linear dequantized to bf16 for the matmul", "bitsandbytes matmul_4bit"))
+    terms.append(MemoryTerm("logits (last token)", job.batch_size * spec.vocab_size * (c + 4), "logits",
+                            "generate keeps only the last position's logits (logits_to_keep=1)", "transformers generate"))
+    terms.append(MemoryTerm("cuBLAS workspace", CUBLAS_WORKSPACE, "workspace", "one 32 MiB workspace", "PyTorch CUDABlas"))
+    return terms, "prefill (last layer's MLP)", ()
+
+
+def act_linears(spec: ModelSpec):
+    from .params import linear_shapes
+    return linear_shapes(spec)
+
+
+def _training(spec: ModelSpec, params: ParamCounts, job: Job):
+    notes: list[str] = []
+    L = spec.num_hidden_layers
+    seq = job.seq_len + (job.num_virtual_tokens if job.mode == "prompt-tuning" else 0)
+    tokens = job.batch_size * seq
+    ckpt = job.gradient_checkpointing
+    n_train = trainable_params(spec, params, job)
+
+    # --- persistent state
+    base: list[MemoryTerm] = []
+    if job.mode == "qlora":
+        w = weight_bytes(spec, params, job.precision, upcast_unquantized=True)
+        base.append(MemoryTerm("weights (quantized)", w.quantized, "weights", w.formula.split(";")[0], "bitsandbytes Params4bit"))
+        base.append(MemoryTerm("weights (embeddings, head, norms in fp32)", w.unquantized, "weights",
+                               w.formula.split(";")[1].strip(), "peft.prepare_model_for_kbit_training"))
+    else:
+        w = weight_bytes(spec, params, job.precision)
+        base.append(MemoryTerm("weights", w.total, "weights", w.formula, "params.py"))
+    param_bytes = 4 if job.mode != "full" else (4 if job.precision == "fp32" else 2)
+    if job.mode != "full":
+        base.append(MemoryTerm("trainable parameters", n_train * 4, "trainable",
+                               f"{n_train:,} adapter params x 4 B (fp32)", "PEFT autocast_adapter_dtype"))
+    states, step_tmp, opt_formula = _optimizer(job, n_train, param_bytes)
+    if job.optimizer == "paged-adamw-8bit":
+        notes.append(opt_formula)
+    opt = MemoryTerm("optimizer states", states, "optimizer", opt_formula, "torch.optim.AdamW / bitsandbytes")
+    grads_all = MemoryTerm("gradients", n_train * param_bytes, "gradients",
+                           f"{n_train:,} x {param_bytes} B", "autograd")
+    work = MemoryTerm("cuBLAS workspaces", 2 * CUBLAS_WORKSPACE, "workspace",
+                      "2 x 32 MiB (forward thread + autograd thread)", "PyTorch CUDABlas; " + SRC_CAL)
+
+    # --- activations
+    saved_layer = act.layer_saved(spec, job, seq)
+    final = act.final_norm_saved(spec, job) * tokens
+    if ckpt:
+        held = MemoryTerm("checkpointed layer inputs", L * act.layer_input(spec, job) * tokens, "activations",
+                          f"{L} layers x {act.layer_input(spec, job):,} B/token x {tokens:,} tokens",
+                          "torch.utils.checkpoint (non-reentrant)")
+    else:
+        held = MemoryTerm("saved activations (all layers)", L * saved_layer * tokens, "activations",
+                          f"{L} layers x {saved_layer:,} B/token x {tokens:,} tokens", "autograd saved tensors")
+    final_t = MemoryTerm("final norm", final, "activations", "fp32 input of the final RMSNorm", "modeling_llama.py")
+    lf, lb = act.logits_bytes(spec, job)
+    autocast_w = 0
+    if job.mode == "full" and job.precision == "fp32" and job.compute_dtype != "fp32":
+        n_lin, _ = quantizable_params(spec, params)
+        head = spec.vocab_size * spec.hidden_size
+        autocast_w = 2 * (n_lin + head)
+    phases: list[tuple[str, list[MemoryTerm]]] = []
+
+    fwd_extra = []
+    if autocast_w:
+        fwd_extra.append(MemoryTerm("autocast bf16 weight copies", autocast_w if ckpt else autocast_w, "weights",
+                                    "bf16 copy of every linear weight, cached until autocast exits", "torch.autocast weight cache"))
+    phases.append(("loss forward", base + [opt, held, final_t] + fwd_extra + [
+        MemoryTerm("logits and loss", lf * tokens, "logits", f"{lf // spec.vocab_size} B x vocab {spec.vocab_size:,} x {tokens:,} tokens",
+                   "transformers ForCausalLMLoss"), work]))
+
+    bwd_extra = []
+    if autocast_w:
+        kept = 2 * spec.vocab_size * spec.hidden_size if ckpt else autocast_w
+        bwd_extra.append(MemoryTerm("autocast bf16 weight copies", kept, "weights",
+                                    "bf16 weights saved for backward" + (" (lm_head only: layers are recomputed)" if ckpt else ""),
+                                    "torch.autocast"))
+    phases.append(("loss backward", base + [opt, held, final_t] + bwd_extra + [
+        MemoryTerm("logits and loss", lb * tokens, "logits",
+                   f"12 B x vocab {spec.vocab_size:,} x {tokens:,} tokens (log_softmax backward, fp32)",
+                   "torch cross_entropy; " + SRC_CAL), work]))
+
+    transient = act.backward_transient(spec, job) * tokens
+    top = [MemoryTerm("backward buffers", transient, "activations", "residual and MLP gradients of one layer", "autograd")]
+    if ckpt:
+        top.insert(0, MemoryTerm("recomputed layer", saved_layer * tokens, "activations",
+                                 f"{saved_layer:,} B/token x {tokens:,} tokens", "torch.utils.checkpoint"))
+    grads_top = 0
+    if job.mode == "full":
+        grads_top = (spec.vocab_size * spec.hidden_size + params.total // max(L, 1)) * param_bytes
+        if autocast_w:
+            top.append(MemoryTerm("autocast bf16 weight copies", 2 * params.total // max(L, 1) if ckpt else autocast_w,
+                                  "weights", "bf16 weights of the layers still to backprop", "torch.autocast"))
+    top.append(MemoryTerm("gradients (so far)", grads_top, "gradients", "embedding/head and top-layer gradients", "autograd"))
+    phases.append(("top-layer backward", base + [opt, held] + top + [work]))
+
+    phases.append(("optimizer step", base + [opt, grads_all,
+                   MemoryTerm("optimizer step temporaries", step_tmp, "optimizer",
+                              "foreach AdamW sqrt(exp_avg_sq): one param-sized buffer", "torch/optim/adamw.py"), work]))
+
+    phase, terms = max(phases, key=lambda p: sum(t.bytes for t in p[1]))
+    if not ckpt and job.mode == "qlora":
+        notes.append("without gradient checkpointing QLoRA's fp32 q/k/v use SDPA's math kernel, which keeps "
+                     "seq x seq attention probabilities per layer")
+    return terms, phase, tuple(notes)

@@ -1,0 +1,181 @@
+"""Activation memory: what autograd keeps per token, per layer, in each training recipe, and
+what the prefill of an inference holds at its peak.
+
+Every figure is bytes per token (multiply by batch x sequence). The inventory follows the
+tensors that PyTorch autograd saves for the ops in transformers' decoder layers
+(``modeling_llama.py`` and relatives) under each recipe; ``docs/memory-model.md`` derives each
+line. The three recipes differ in dtypes:
+
+- ``lora`` / ``prompt-tuning``: bf16 frozen base, fp32 adapters (PEFT autocasts them), residual
+  stream bf16, attention through SDPA's flash kernel (bf16, causal, no mask).
+- ``qlora``: ``prepare_model_for_kbit_training`` makes embeddings and norms fp32, so the residual
+  stream is fp32; bitsandbytes casts each 4-bit layer's output back to its fp32 input dtype, so
+  q/k/v are fp32 and SDPA falls back to its math kernel (flash needs 16-bit), which materialises
+  the attention probabilities (4 B x heads x seq per token).
+- ``full``: fp32 master weights, forward under bf16 autocast; the embedding output (fp32) keeps
+  the residual stream fp32, linears save a bf16 copy of their input and of their weight.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .job import Job
+from .spec import ModelSpec
+from .weights import lora_targets
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Dtypes (bytes) that decide activation sizes."""
+
+    residual: int       # residual stream / norm outputs
+    compute: int        # linear outputs, attention inputs
+    attention: str      # "flash" (no seq x seq tensor), "math" (fp32 probabilities saved), "eager"
+    lora: bool
+    base_trainable: bool
+
+
+def recipe(spec: ModelSpec, job: Job) -> Recipe:
+    c = 4 if job.compute_dtype == "fp32" else 2
+    eager = job.attention == "eager" or spec.model_type == "gemma2"
+    if job.mode == "qlora":
+        return Recipe(residual=4, compute=4, attention="eager" if eager else "math", lora=True, base_trainable=False)
+    if job.mode == "full":
+        mixed = job.precision == "fp32" and c == 2
+        r = 4 if job.precision == "fp32" else 2
+        return Recipe(residual=r, compute=c if mixed else r, attention="eager" if eager else "flash",
+                      lora=False, base_trainable=True)
+    b = 4 if job.precision == "fp32" else 2
+    attn = "eager" if eager else ("flash" if b == 2 else "math")
+    return Recipe(residual=b, compute=b, attention=attn, lora=job.mode == "lora", base_trainable=False)
+
+
+def _norms_per_layer(spec: ModelSpec) -> int:
+    return 4 if spec.model_type == "gemma2" else 2
+
+
+def attention_saved(spec: ModelSpec, rec: Recipe, seq: int) -> int:
+    """Bytes per token saved by the attention kernel for backward (post-rotary q, k, v onward)."""
+    q, kv, nh, c = spec.q_dim, spec.kv_dim, spec.num_attention_heads, rec.compute
+    if rec.attention == "flash":
+        # q, k, v (GQA native), output, log-sum-exp in fp32 (PyTorch flash-attention backward).
+        return c * (2 * q + 2 * kv) + 4 * nh
+    window = min(seq, spec.sliding_window) if spec.sliding_window else seq
+    if rec.attention == "math":
+        # math kernel with enable_gqa repeats k and v: saves q*s, (k*s)^T, v, probabilities (fp32 input => fp32).
+        return c * 3 * q + c * nh * seq
+    # eager (modeling_llama.eager_attention_forward): q, repeated k, v; softmax in fp32 (saved)
+    # and its cast back (saved by the matmul); gemma2's logit soft-capping saves a tanh output.
+    softcap = c * nh * seq if spec.model_type == "gemma2" else 0
+    del window  # the scores are seq x seq even where a sliding mask applies
+    return c * 3 * q + (4 + c) * nh * seq + softcap
+
+
+def layer_saved(spec: ModelSpec, job: Job, seq: int) -> int:
+    """Bytes per token that one decoder layer saves for backward (no checkpointing)."""
+    rec = recipe(spec, job)
+    h, q, i, r, c = spec.hidden_size, spec.q_dim, spec.intermediate_size, rec.residual, rec.compute
+    # RMSNorm upcasts to fp32 and saves that input; with a trainable weight it also saves its output.
+    norms = _norms_per_layer(spec) * (4 * h + (r * h if rec.base_trainable else 0))
+    attn = attention_saved(spec, rec, seq)
+    fused = spec.model_type == "phi3"
+    # MLP: act(gate) saves gate; gate*up saves act and up (phi3: the fused gate_up output is kept whole).
+    mlp = (2 * c * i + c * i) if not fused else (2 * c * i + c * i)
+    if spec.is_moe:
+        mlp = mlp * spec.num_experts_per_tok
+    linears = 0
+    if rec.base_trainable:
+        # each linear saves its (bf16) input: q, k, v and gate/up each cast their own copy of the norm output.
+        n_in_h = 3 if not fused else 1
+        n_in_h += 2 if not fused else 1
+        linears = c * (n_in_h * h + q + i * (spec.num_experts_per_tok if spec.is_moe else 1))
+    if rec.lora:
+        # PEFT LoRA: dropout output (fp32, saved by lora_A) + dropout mask (1 B); with no dropout
+        # the fp32 cast of the input is saved instead (shared when the input already is fp32).
+        per_in = 4 + (1 if job.lora_dropout > 0 else 0)
+        linears = sum(per_in * n_in for _, n_in, _ in lora_targets(spec, job))
+    return norms + attn + mlp + linears
+
+
+def layer_input(spec: ModelSpec, job: Job) -> int:
+    """Bytes per token of a layer's input: what non-reentrant checkpointing keeps per layer."""
+    return recipe(spec, job).residual * spec.hidden_size
+
+
+def final_norm_saved(spec: ModelSpec, job: Job) -> int:
+    rec = recipe(spec, job)
+    h = spec.hidden_size
+    extra = rec.residual * h if rec.base_trainable else 0
+    # full + autocast: lm_head saves its bf16 input copy
+    head_in = rec.compute * h if rec.base_trainable else 0
+    return 4 * h + extra + head_in
+
+
+def backward_transient(spec: ModelSpec, job: Job) -> int:
+    """Bytes per token of gradient buffers alive at the worst moment of one layer's backward
+    (the MLP down projection): the residual gradient, the gradient of the MLP product, and the
+    fp32 adapter-path gradients."""
+    rec = recipe(spec, job)
+    h, i = spec.hidden_size, spec.intermediate_size
+    lora_path = 8 * i if rec.lora else 0
+    return 2 * rec.residual * h + 2 * rec.compute * i + lora_path
+
+
+def logits_bytes(spec: ModelSpec, job: Job) -> tuple[int, int]:
+    """(forward, backward) bytes per token of the logits and cross-entropy loss.
+
+    transformers' ForCausalLMLoss upcasts logits to fp32 and calls cross_entropy
+    (log_softmax, saved in fp32, then nll_loss). Forward peak: 16-bit logits + fp32 copy +
+    log_softmax output. Backward peak (log_softmax backward): saved output + incoming gradient +
+    gradient of the input, all fp32 = 12 x vocab bytes.
+    """
+    v = spec.vocab_size
+    rec = recipe(spec, job)
+    head_dtype = 4 if (job.mode == "qlora" or job.precision == "fp32" and job.mode != "full") else rec.compute
+    fwd = (head_dtype if head_dtype != 4 else 0) * v + 4 * v + 4 * v
+    if spec.model_type == "gemma2":  # final logit soft-capping: divide, tanh (saved), multiply
+        fwd += 2 * head_dtype * v
+    return fwd, 12 * v
+
+
+def prefill_peak(spec: ModelSpec, job: Job) -> int:
+    """Bytes per token live at the prefill peak (the last layer's MLP) under ``torch.no_grad``.
+
+    The embedding output (held by the model's forward), the layer input (held by the caller),
+    the residual and the normed input (4 hidden vectors), plus three intermediate-size tensors
+    (llama: act(gate), up, act*up; phi3's fused gate_up adds one more).
+    """
+    c = 4 if job.precision == "fp32" else 2
+    h, i = spec.hidden_size, spec.intermediate_size
+    mlp = (4 if spec.model_type == "phi3" else 3) * c * i
+    if spec.is_moe:
+        # routed tokens: each token visits top-k experts; intermediate buffers per routed token
+        mlp *= spec.num_experts_per_tok
+    hidden = (5 if spec.model_type == "gemma2" else 4) * c * h
+    return hidden + mlp
+
+
+def eager_prefill_scores(spec: ModelSpec, job: Job, seq: int) -> int:
+    """Eager attention materialises seq x seq scores per head: 16-bit scores, fp32 softmax, cast back."""
+    if not (job.attention == "eager" or spec.model_type == "gemma2"):
+        return 0
+    c = 4 if job.precision == "fp32" else 2
+    return (c + 4 + c) * spec.num_attention_heads * seq
+
+
+def kv_cache_bytes(spec: ModelSpec, seq: int, dtype_bytes: int) -> int:
+    """Bytes of K and V for one sequence of ``seq`` tokens across all layers.
+
+    Sliding-window layers (Mistral, Gemma-2's alternate layers, Phi-3) keep at most the window
+    (transformers' DynamicSlidingWindowLayer).
+    """
+    per_layer_token = 2 * spec.kv_dim * dtype_bytes
+    L = spec.num_hidden_layers
+    if not spec.sliding_window or seq <= spec.sliding_window:
+        return per_layer_token * L * seq
+    if spec.model_type == "gemma2":
+        sliding_layers = L // 2
+    else:
+        sliding_layers = L
+    full_layers = L - sliding_layers
+    return per_layer_token * (full_layers * seq + sliding_layers * spec.sliding_window)
