@@ -1,0 +1,288 @@
+"""Training data: read local JSONL/JSON/CSV/Parquet files (or a Hub data set), detect the format, validate.
+
+Three record formats, the ones TRL's SFTTrainer takes (https://huggingface.co/docs/trl/dataset_formats):
+  messages           {"messages": [{"role": "user", "content": "..."}, {"role": "assistant", ...}]}
+  prompt-completion  {"prompt": "...", "completion": "..."}
+  text               {"text": "..."}
+A bad record is a PlannerError naming the file, the line (or record/row) and the problem; reading
+needs no torch, so ``plan --execute`` checks the data before it asks to train. A folder holding
+``train.*`` (and optionally ``eval.*``/``validation.*``/``test.*``) gives the eval split.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from planner.errors import PlannerError
+
+FORMATS = ("messages", "prompt-completion", "text")
+ROLES = ("system", "user", "assistant", "tool")
+SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
+EVAL_STEMS = ("eval", "validation", "valid", "test")
+# Rough tokens per character when no tokenizer is at hand: ~4 characters per token for English
+# text with BPE vocabularies (https://help.openai.com/en/articles/4936856).
+CHARS_PER_TOKEN = 4.0
+
+
+@dataclass(frozen=True)
+class Record:
+    """One training example and where it came from (for error messages)."""
+
+    data: dict[str, Any]
+    where: str  # e.g. "train.jsonl line 7"
+
+
+@dataclass(frozen=True)
+class DataSet:
+    """A validated split: its records, format and a fingerprint of its content."""
+
+    source: str
+    format: str
+    records: tuple[Record, ...]
+    fingerprint: str
+
+    def rows(self) -> list[dict[str, Any]]:
+        """The records in the column layout TRL expects for this format."""
+        keys = {"messages": ("messages",), "prompt-completion": ("prompt", "completion"), "text": ("text",)}[self.format]
+        return [{k: r.data[k] for k in keys} for r in self.records]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"source": self.source, "format": self.format, "records": len(self.records),
+                "fingerprint": self.fingerprint}
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """The train split and the optional eval split."""
+
+    train: DataSet
+    eval: DataSet | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"train": self.train.to_dict(), "eval": self.eval.to_dict() if self.eval else None}
+
+
+# -- reading ------------------------------------------------------------------------------------
+def _read_jsonl(path: Path) -> Iterator[Record]:
+    with path.open(encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise PlannerError(f"{path} line {lineno}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+            yield Record(obj, f"{path} line {lineno}")
+
+
+def _read_json(path: Path) -> Iterator[Record]:
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise PlannerError(f"{path} line {exc.lineno}: not valid JSON ({exc.msg}); "
+                           "for one record per line name the file .jsonl") from None
+    if isinstance(doc, dict) and isinstance(doc.get("data"), list):
+        doc = doc["data"]
+    if not isinstance(doc, list):
+        raise PlannerError(f"{path}: expected a JSON list of records (or {{\"data\": [...]}}), got {type(doc).__name__}")
+    for i, obj in enumerate(doc, 1):
+        yield Record(obj, f"{path} record {i}")
+
+
+def _read_csv(path: Path) -> Iterator[Record]:
+    with path.open(encoding="utf-8", newline="") as fh:
+        reader = csv.DictReader(fh)
+        for row in reader:
+            obj: dict[str, Any] = dict(row)
+            if isinstance(obj.get("messages"), str):  # a JSON list inside a cell
+                try:
+                    obj["messages"] = json.loads(obj["messages"])
+                except json.JSONDecodeError:
+                    raise PlannerError(f"{path} line {reader.line_num}: column 'messages' is not a JSON list") from None
+            yield Record(obj, f"{path} line {reader.line_num}")
+
+
+def _read_parquet(path: Path) -> Iterator[Record]:
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise PlannerError(f"{path}: reading Parquet needs pyarrow (pip install '.[train]')") from None
+    try:
+        table = pq.read_table(path)
+    except Exception as exc:  # pyarrow raises several types for corrupt files
+        raise PlannerError(f"{path}: not a readable Parquet file ({str(exc).splitlines()[0]})") from None
+    for i, obj in enumerate(table.to_pylist(), 1):
+        yield Record(obj, f"{path} row {i}")
+
+
+_READERS = {".jsonl": _read_jsonl, ".json": _read_json, ".csv": _read_csv, ".parquet": _read_parquet}
+
+
+def _read_hub(name: str) -> tuple[list[Record], str]:
+    """A Hub data set id (train split). Only when online; the fingerprint is the data set's own."""
+    try:
+        import datasets
+    except ImportError:
+        raise PlannerError(f"'{name}' is not a local file; reading a Hub data set needs `datasets`") from None
+    try:
+        ds = datasets.load_dataset(name, split="train")
+    except Exception as exc:  # network, auth, not found: one line is enough
+        raise PlannerError(f"cannot load data set '{name}' from the Hugging Face Hub "
+                           f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+    return [Record(dict(r), f"{name} record {i}") for i, r in enumerate(ds, 1)], f"hub:{name}:{ds._fingerprint}"
+
+
+def read_records(source: str | os.PathLike[str]) -> tuple[list[Record], str]:
+    """All records of one file (or Hub data set) and a fingerprint of the content."""
+    path = Path(source).expanduser()
+    if path.is_file():
+        reader = _READERS.get(path.suffix.lower())
+        if reader is None:
+            raise PlannerError(f"{path}: unsupported data file type '{path.suffix}'; use {', '.join(SUFFIXES)}")
+        try:
+            records = list(reader(path))
+        except UnicodeDecodeError as exc:
+            raise PlannerError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+        return records, "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
+    looks_like_hub = "/" in str(source) and not str(source).startswith((".", "/", "~")) and not path.exists()
+    if looks_like_hub and not os.environ.get("HF_HUB_OFFLINE") and not os.environ.get("HF_DATASETS_OFFLINE"):
+        return _read_hub(str(source))
+    raise PlannerError(f"no such data file: {source}" + (" (offline: Hub data sets need a network)" if looks_like_hub else ""))
+
+
+# -- validation ---------------------------------------------------------------------------------
+def detect_format(obj: Any, where: str) -> str:
+    if not isinstance(obj, dict):
+        raise PlannerError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+    if "messages" in obj:
+        return "messages"
+    if "prompt" in obj or "completion" in obj:
+        return "prompt-completion"
+    if "text" in obj:
+        return "text"
+    keys = ", ".join(sorted(obj)) or "none"
+    raise PlannerError(f"{where}: unknown record format (keys: {keys}); need 'messages', "
+                       "'prompt' and 'completion', or 'text'")
+
+
+def _check_messages(msgs: Any, where: str, field: str = "messages", need_assistant: bool = True) -> None:
+    if not isinstance(msgs, list) or not msgs:
+        raise PlannerError(f"{where}: '{field}' must be a non-empty list of {{role, content}} objects")
+    for j, m in enumerate(msgs, 1):
+        if not isinstance(m, dict) or "role" not in m or "content" not in m:
+            raise PlannerError(f"{where}: {field}[{j}] needs 'role' and 'content'")
+        if m["role"] not in ROLES:
+            raise PlannerError(f"{where}: {field}[{j}] has unknown role '{m['role']}'; use {', '.join(ROLES)}")
+        if not isinstance(m["content"], str):
+            raise PlannerError(f"{where}: {field}[{j}] content must be a string")
+    if need_assistant and not any(m["role"] == "assistant" for m in msgs):
+        raise PlannerError(f"{where}: '{field}' has no assistant message to learn from")
+
+
+def validate_record(rec: Record, fmt: str) -> None:
+    obj, where = rec.data, rec.where
+    got = detect_format(obj, where)
+    if got != fmt:
+        raise PlannerError(f"{where}: record is in '{got}' format but the file's first record is '{fmt}'; "
+                           "use one format per file")
+    if fmt == "messages":
+        _check_messages(obj["messages"], where)
+    elif fmt == "prompt-completion":
+        for key in ("prompt", "completion"):
+            if key not in obj or obj[key] is None:
+                raise PlannerError(f"{where}: missing '{key}'")
+        p, c = obj["prompt"], obj["completion"]
+        if isinstance(p, list) or isinstance(c, list):  # conversational prompt/completion
+            _check_messages(p, where, "prompt", need_assistant=False)
+            _check_messages(c, where, "completion")
+        elif not isinstance(p, str) or not isinstance(c, str):
+            raise PlannerError(f"{where}: 'prompt' and 'completion' must be strings (or lists of messages)")
+        elif not c.strip():
+            raise PlannerError(f"{where}: 'completion' is empty")
+    elif not isinstance(obj["text"], str) or not obj["text"].strip():
+        raise PlannerError(f"{where}: 'text' must be a non-empty string")
+
+
+def load_split(source: str | os.PathLike[str]) -> DataSet:
+    """Read and validate one split; every record must be in the first record's format."""
+    records, fingerprint = read_records(source)
+    if not records:
+        raise PlannerError(f"{source}: no records")
+    fmt = detect_format(records[0].data, records[0].where)
+    for rec in records:
+        validate_record(rec, fmt)
+    return DataSet(str(source), fmt, tuple(records), fingerprint)
+
+
+def _split_files(folder: Path) -> tuple[Path, Path | None]:
+    def find(stems: tuple[str, ...]) -> Path | None:
+        for stem in stems:
+            for suffix in SUFFIXES:
+                if (folder / f"{stem}{suffix}").is_file():
+                    return folder / f"{stem}{suffix}"
+        return None
+    train = find(("train",))
+    if train is None:
+        raise PlannerError(f"{folder} is a folder without train.jsonl/.json/.csv/.parquet; "
+                           "pass a data file or put the training split in train.jsonl")
+    return train, find(EVAL_STEMS)
+
+
+def load_training_data(source: str | os.PathLike[str], eval_source: str | os.PathLike[str] | None = None,
+                       eval_fraction: float = 0.0, seed: int = 0) -> TrainingData:
+    """The train split and an eval split: ``eval_source``, a sibling eval file in a folder, or a
+    deterministic ``eval_fraction`` of the records held out."""
+    path = Path(source).expanduser()
+    if path.is_dir():
+        train_path, found_eval = _split_files(path)
+        source, eval_source = train_path, eval_source or found_eval
+    train = load_split(source)
+    ev = load_split(eval_source) if eval_source else None
+    if ev is not None and ev.format != train.format:
+        raise PlannerError(f"eval data {ev.source} is in '{ev.format}' format but training data is '{train.format}'")
+    if ev is None and eval_fraction:
+        if not 0.0 < eval_fraction < 1.0:
+            raise PlannerError(f"eval fraction must be between 0 and 1, got {eval_fraction}")
+        import random
+        order = list(range(len(train.records)))
+        random.Random(seed).shuffle(order)
+        n_eval = max(1, round(len(order) * eval_fraction))
+        if n_eval >= len(order):
+            raise PlannerError(f"{train.source}: {len(order)} records are too few to hold out {eval_fraction:.0%}")
+        held = set(order[:n_eval])
+        ev = DataSet(train.source + f" (held-out {eval_fraction:g})", train.format,
+                     tuple(r for i, r in enumerate(train.records) if i in held), train.fingerprint + f":eval{seed}")
+        train = DataSet(train.source, train.format,
+                        tuple(r for i, r in enumerate(train.records) if i not in held), train.fingerprint)
+    return TrainingData(train, ev)
+
+
+# -- token counts (for the time and cost estimate) ----------------------------------------------
+def record_text(data: dict[str, Any], fmt: str) -> str:
+    """The text a record contributes, without chat-template markup."""
+    if fmt == "text":
+        return data["text"]
+    if fmt == "prompt-completion":
+        parts = [data["prompt"], data["completion"]]
+        return " ".join(p if isinstance(p, str) else " ".join(m["content"] for m in p) for p in parts)
+    return " ".join(m["content"] for m in data["messages"])
+
+
+def count_tokens(ds: DataSet, tokenizer: Any = None) -> int:
+    """Tokens in one split: exact with a tokenizer (chat template applied for messages),
+    else estimated at CHARS_PER_TOKEN characters per token."""
+    total = 0
+    for rec in ds.records:
+        if tokenizer is None:
+            total += max(1, round(len(record_text(rec.data, ds.format)) / CHARS_PER_TOKEN))
+        elif ds.format == "messages" and getattr(tokenizer, "chat_template", None):
+            ids = tokenizer.apply_chat_template(rec.data["messages"], tokenize=True)
+            total += len(ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids)
+        else:
+            total += len(tokenizer(record_text(rec.data, ds.format))["input_ids"])
+    return total
