@@ -38,15 +38,19 @@ class Recipe:
 def recipe(spec: ModelSpec, job: Job) -> Recipe:
     c = 4 if job.compute_dtype == "fp32" else 2
     eager = job.attention == "eager" or spec.model_type == "gemma2"
+    gqa = spec.num_key_value_heads < spec.num_attention_heads
+    # fp32 q/k/v: flash is out; the memory-efficient kernel takes fp32 but not enable_gqa, so GQA
+    # models fall back to the math kernel.
+    fp32_sdpa = "math" if gqa else "efficient"
     if job.mode == "qlora":
-        return Recipe(residual=4, compute=4, attention="eager" if eager else "math", lora=True, base_trainable=False)
+        return Recipe(residual=4, compute=4, attention="eager" if eager else fp32_sdpa, lora=True, base_trainable=False)
     if job.mode == "full":
         mixed = job.precision == "fp32" and c == 2
         r = 4 if job.precision == "fp32" else 2
         return Recipe(residual=r, compute=c if mixed else r, attention="eager" if eager else "flash",
                       lora=False, base_trainable=True)
     b = 4 if job.precision == "fp32" else 2
-    attn = "eager" if eager else ("flash" if b == 2 else "math")
+    attn = "eager" if eager else ("flash" if b == 2 else fp32_sdpa)
     return Recipe(residual=b, compute=b, attention=attn, lora=job.mode == "lora", base_trainable=False)
 
 
@@ -57,8 +61,8 @@ def _norms_per_layer(spec: ModelSpec) -> int:
 def attention_saved(spec: ModelSpec, rec: Recipe, seq: int) -> int:
     """Bytes per token saved by the attention kernel for backward (post-rotary q, k, v onward)."""
     q, kv, nh, c = spec.q_dim, spec.kv_dim, spec.num_attention_heads, rec.compute
-    if rec.attention == "flash":
-        # q, k, v (GQA native), output, log-sum-exp in fp32 (PyTorch flash-attention backward).
+    if rec.attention in ("flash", "efficient"):
+        # q, k, v (GQA native), output, log-sum-exp in fp32 (PyTorch flash / mem-efficient backward).
         return c * (2 * q + 2 * kv) + 4 * nh
     window = min(seq, spec.sliding_window) if spec.sliding_window else seq
     if rec.attention == "math":
@@ -112,13 +116,15 @@ def final_norm_saved(spec: ModelSpec, job: Job) -> int:
 
 
 def backward_transient(spec: ModelSpec, job: Job) -> int:
-    """Bytes per token of gradient buffers alive at the worst moment of one layer's backward
-    (the MLP down projection): the residual gradient, the gradient of the MLP product, and the
-    fp32 adapter-path gradients."""
+    """Bytes per token of gradient buffers alive at the worst moment of one layer's backward:
+    the down projection, where the residual gradient (twice: the incoming one and the one kept
+    for the skip connection), the base path's input gradient and, with LoRA, the fp32
+    dropout-input and dropout-output gradients coexist with the layer's saved tensors."""
     rec = recipe(spec, job)
     h, i = spec.hidden_size, spec.intermediate_size
+    base_grad = rec.compute * i + (4 * i if job.mode == "qlora" else 0)  # qlora: bf16 matmul grad, then fp32 cast
     lora_path = 8 * i if rec.lora else 0
-    return 2 * rec.residual * h + 2 * rec.compute * i + lora_path
+    return 2 * rec.residual * h + base_grad + lora_path
 
 
 def logits_bytes(spec: ModelSpec, job: Job) -> tuple[int, int]:
@@ -133,9 +139,11 @@ def logits_bytes(spec: ModelSpec, job: Job) -> tuple[int, int]:
     rec = recipe(spec, job)
     head_dtype = 4 if (job.mode == "qlora" or job.precision == "fp32" and job.mode != "full") else rec.compute
     fwd = (head_dtype if head_dtype != 4 else 0) * v + 4 * v + 4 * v
-    if spec.model_type == "gemma2":  # final logit soft-capping: divide, tanh (saved), multiply
-        fwd += 2 * head_dtype * v
-    return fwd, 12 * v
+    bwd = 12 * v
+    if spec.model_type == "gemma2":  # final logit soft-capping: tanh output saved for backward
+        fwd += head_dtype * v
+        bwd += head_dtype * v
+    return fwd, bwd
 
 
 def prefill_peak(spec: ModelSpec, job: Job) -> int:

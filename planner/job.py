@@ -63,7 +63,7 @@ class Job:
         for name in ("seq_len", "batch_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise PlannerError(f"{name.replace('_', ' ')} must be a positive integer, got {value!r}")
+                raise PlannerError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
         if self.mode in ("lora", "qlora"):
             if self.lora_r <= 0:
                 raise PlannerError(f"LoRA rank must be positive, got {self.lora_r}")

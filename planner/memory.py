@@ -172,6 +172,10 @@ def _training(spec: ModelSpec, params: ParamCounts, job: Job):
 
     transient = act.backward_transient(spec, job) * tokens
     top = [MemoryTerm("backward buffers", transient, "activations", "residual and MLP gradients of one layer", "autograd")]
+    if job.mode == "qlora":
+        biggest = max(i * o for _, i, o in act_linears(spec))
+        top.append(MemoryTerm("dequantization buffer", 2 * biggest, "activations",
+                              "largest 4-bit linear dequantized to bf16 in its backward", "bitsandbytes MatMul4Bit"))
     if ckpt:
         top.insert(0, MemoryTerm("recomputed layer", saved_layer * tokens, "activations",
                                  f"{saved_layer:,} B/token x {tokens:,} tokens", "torch.utils.checkpoint"))

@@ -86,6 +86,9 @@ def spec_from_config(config: Mapping[str, Any], *, name: str, hf_id: str | None 
     if "text_config" in cfg and "hidden_size" not in cfg and isinstance(cfg["text_config"], Mapping):
         cfg = {**cfg["text_config"], "model_type": cfg["text_config"].get("model_type", cfg.get("model_type"))}
     missing = [k for k in _REQUIRED if k not in cfg]
+    if missing and cfg.get("model_type") not in SUPPORTED_ARCHITECTURES:
+        cfg = _normalise_with_transformers(cfg, name) or cfg
+        missing = [k for k in _REQUIRED if k not in cfg]
     if missing:
         raise PlannerError(f"config for '{name}' lacks {', '.join(missing)}; is it a decoder-only LLM config.json?")
 
@@ -106,6 +109,8 @@ def spec_from_config(config: Mapping[str, Any], *, name: str, hf_id: str | None 
     n_experts = as_int("num_local_experts", 0) or as_int("num_experts", 0) or 0
     sliding = as_int("sliding_window") if (cfg.get("use_sliding_window", True) is not False) else None
     intermediate = as_int("intermediate_size")
+    if intermediate is None and model_type not in SUPPORTED_ARCHITECTURES:
+        intermediate = as_int("n_inner") or 4 * hidden
     if intermediate is None:
         raise PlannerError(f"config for '{name}' lacks intermediate_size")
     return ModelSpec(
@@ -130,3 +135,23 @@ def spec_from_config(config: Mapping[str, Any], *, name: str, hf_id: str | None 
         aliases=aliases,
         config=cfg,
     )
+
+
+def _normalise_with_transformers(cfg: dict[str, Any], name: str) -> dict[str, Any] | None:
+    """Other architectures name fields differently (gpt2: n_embd, n_layer); transformers'
+    attribute_map knows the standard names. Only used off the normal path."""
+    try:
+        from transformers import AutoConfig
+    except ImportError:
+        return None
+    try:
+        conf = AutoConfig.for_model(**cfg)
+    except Exception:  # unknown model_type or inconsistent fields: report the missing keys instead
+        return None
+    out = dict(cfg)
+    for key in (*_REQUIRED, "intermediate_size", "num_key_value_heads", "head_dim", "tie_word_embeddings",
+                "max_position_embeddings"):
+        value = getattr(conf, key, None)
+        if value is not None and key not in out:
+            out[key] = value
+    return out

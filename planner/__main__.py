@@ -1,0 +1,4 @@
+"""``python -m planner`` = the ``plan`` command."""
+from .cli import run
+
+run()

@@ -1,0 +1,39 @@
+"""Every H100 calibration row within 5% of the measured peak_allocated (shared/calibration)."""
+import json
+from pathlib import Path
+
+import pytest
+
+from planner import Job, estimate
+
+DATA = Path(__file__).parent.parent / "data" / "h100_calibration.jsonl"
+ROWS = [json.loads(line) for line in DATA.read_text().splitlines() if line.strip()]
+MODEL = {"llama-3.2-1b": "llama3.2-1b", "qwen2.5-0.5b": "qwen2.5-0.5b"}
+MODE = {"infer-bf16": "inference"}
+
+
+def job_for(row):
+    return Job(mode=MODE.get(row["mode"], row["mode"]), seq_len=row["seq"], batch_size=row["batch"],
+               gradient_checkpointing=row["grad_ckpt"])
+
+
+@pytest.mark.parametrize("row", ROWS, ids=[f"{r['model']}-{r['mode']}-s{r['seq']}-b{r['batch']}-ck{int(r['grad_ckpt'])}" for r in ROWS])
+def test_peak_within_5_percent(row):
+    est = estimate(MODEL[row["model"]], job_for(row))
+    assert est.peak_allocated_bytes == pytest.approx(row["peak_allocated"], rel=0.05)
+    if "trainable_params" in row:
+        assert est.trainable_params == row["trainable_params"]
+
+
+@pytest.mark.parametrize("row", [r for r in ROWS if r["mode"] == "qlora"][:1])
+def test_nf4_weights_bytes(row):
+    from planner import count_params, resolve
+    from planner.weights import weight_bytes
+    spec = resolve(MODEL[row["model"]])
+    assert weight_bytes(spec, count_params(spec), "int4").total == pytest.approx(row["weights_bytes"], rel=0.002)  # rows differ by 1 MiB among themselves
+
+
+def test_inference_kv_cache_matches_measured():
+    for row in (r for r in ROWS if r["mode"] == "infer-bf16"):
+        est = estimate(MODEL[row["model"]], job_for(row))
+        assert est.breakdown["KV cache"] == row["kv_cache_bytes"]
