@@ -37,3 +37,12 @@ def test_inference_kv_cache_matches_measured():
     for row in (r for r in ROWS if r["mode"] == "infer-bf16"):
         est = estimate(MODEL[row["model"]], job_for(row))
         assert est.breakdown["KV cache"] == row["kv_cache_bytes"]
+
+
+def test_accuracy_doc_is_current():
+    import subprocess
+    import sys
+    root = Path(__file__).resolve().parents[2]
+    res = subprocess.run([sys.executable, str(root / "scripts" / "accuracy_report.py"), "--check"],
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
