@@ -1,6 +1,54 @@
-"""Placeholder until the pricing package lands: ``plan`` shows the memory estimate only."""
+"""Glue between ``plan MODEL`` and the pricing core: check the options, load the catalog, count
+tokens, price, and report warnings on stderr. Pure logic lives in catalog/fit/choose/costs."""
 from __future__ import annotations
 
+import math
 
-def price_request(est, **options):  # noqa: ANN001 - replaced by the pricing implementation
-    return None
+from planner.errors import PlannerError
+
+from .catalog import load_catalog
+from .costs import Money, PlanCosts, plan_costs
+
+PLATFORM_CHOICES = ("ec2", "sagemaker", "any")
+
+
+def check_options(*, platform: str, max_gpus: int | None, tokens: int | None, epochs: float) -> None:
+    if platform not in PLATFORM_CHOICES:
+        raise PlannerError(f"unknown platform '{platform}'; choose ec2, sagemaker or any")
+    if max_gpus is not None and max_gpus <= 0:
+        raise PlannerError(f"--max-gpus must be a positive integer, got {max_gpus}")
+    if tokens is not None and tokens <= 0:
+        raise PlannerError(f"--tokens must be a positive integer (training tokens per epoch), got {tokens}")
+    if not math.isfinite(epochs) or epochs <= 0:
+        raise PlannerError(f"--epochs must be a positive number, got {epochs}")
+
+
+def price_request(est, *, platform: str = "any", region: str = "us-east-1", spot: bool = False,
+                  gpu: str | None = None, max_gpus: int | None = None, tokens: int | None = None,
+                  dataset: str | None = None, epochs: float = 1.0, currency: str | None = None,
+                  usd_rate: float | None = None) -> PlanCosts | None:
+    """Price ``est`` as the ``plan`` flags ask; warnings go to stderr, the result to the caller."""
+    check_options(platform=platform, max_gpus=max_gpus, tokens=tokens, epochs=epochs)
+    money = Money.parse(currency, usd_rate)
+    catalog = load_catalog()
+    catalog.check_region(region)
+    notes: list[str] = []
+    source = "--tokens" if tokens is not None else None
+    if tokens is not None and dataset:
+        notes.append("--tokens given: --dataset is not counted")
+    elif dataset and est.job.is_training:
+        from .tokens import count_dataset_tokens
+        counted = count_dataset_tokens(dataset, hf_id=est.model.hf_id)
+        tokens, source = counted.tokens, f"--dataset ({counted.method})"
+        notes.append(counted.note)
+    if gpu is not None:
+        from .localgpu import local_costs
+        costs = local_costs(est, catalog, gpu, tokens=tokens, tokens_source=source, epochs=epochs, money=money,
+                            notes=tuple(notes))
+    else:
+        costs = plan_costs(est, catalog, platform=platform, region=region, spot=spot, max_gpus=max_gpus,
+                           tokens=tokens, tokens_source=source, epochs=epochs, money=money, notes=tuple(notes))
+    from planner.cli.output import warn
+    for line in costs.warnings:
+        warn(line)
+    return costs

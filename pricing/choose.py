@@ -1,0 +1,140 @@
+"""Candidates (instance x platform) with fit and price, and the cheapest one that fits.
+
+Pure selection over data passed in: ``build_candidates`` takes the estimate and the catalog and
+returns every candidate considered, kept or dropped, each with its reason; ``cheapest_fit``
+picks the cheapest fitting one under the objective (job cost when the job's hours are known,
+else cost per hour of the whole plan).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from . import timecost
+from .fit import fit_machine
+
+OBJECTIVES = ("job_usd", "usd_per_hour")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One way to run the job: an instance type on a platform in a region, fitted and priced.
+
+    ``usd_per_hour`` is for the whole plan (all machines); ``usd_per_hour_per_machine`` is the
+    catalog price. None means unknown.
+    """
+
+    instance_type: str
+    platform: str
+    region: str
+    usage: str
+    gpu_model: str
+    gpus_per_machine: int
+    gpu_memory_gib: float | None
+    fits: bool
+    reason: str
+    strategy: str | None = None
+    machines: int = 1
+    gpu_count: int = 0  # GPUs used by the plan
+    per_gpu_bytes: int | None = None
+    usable_bytes_per_gpu: int | None = None
+    usd_per_hour_per_machine: float | None = None
+    usd_per_hour: float | None = None
+    usd_per_month: float | None = None
+    job_hours: float | None = None
+    job_usd: float | None = None
+    price_source: str | None = None
+    price_as_of: str | None = None
+    price_estimated: bool = False
+    price_note: str = ""
+    price_origin: str | None = None
+
+    def cost(self, objective: str) -> float | None:
+        return self.job_usd if objective == "job_usd" else self.usd_per_hour
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _platforms(platform: str) -> tuple[str, ...]:
+    return ("ec2", "sagemaker") if platform == "any" else (platform,)
+
+
+def _usage(platform: str, training: bool, spot: bool) -> str:
+    if platform == "ec2":
+        return "spot" if spot else "on-demand"
+    return "training" if training else "hosting"
+
+
+def build_candidates(est, catalog, *, platform: str = "any", region: str = "us-east-1", spot: bool = False,
+                     max_gpus: int | None = None, tokens: int | None = None,
+                     epochs: float = 1.0) -> tuple[Candidate, ...]:
+    """Every NVIDIA instance of the catalog on each platform asked for, fitted and priced.
+
+    Neuron (Inferentia/Trainium) types are left out: they cannot run a CUDA/bitsandbytes stack.
+    SageMaker offers only the ``ml.*`` types its price list names; SageMaker managed spot has no
+    price in the catalog, so with --spot its candidates are unpriced.
+    """
+    training = est.job.is_training
+    out: list[Candidate] = []
+    for plat in _platforms(platform):
+        names = ([i.instance_type for i in catalog.instances] if plat == "ec2" else list(catalog.sagemaker_types()))
+        for name in names:
+            inst = catalog.instance(name)
+            if inst is None or inst.accelerator != "nvidia" or not inst.gpu_memory_gib:
+                continue
+            usage = _usage(plat, training, spot)
+            price = catalog.price(plat, name, region, usage)
+            base = dict(instance_type=name, platform=plat, region=region, usage=usage, gpu_model=inst.gpu_model,
+                        gpus_per_machine=inst.gpu_count, gpu_memory_gib=inst.gpu_memory_gib)
+            if price is not None:
+                base.update(usd_per_hour_per_machine=price.usd_per_hour, price_source=price.source,
+                            price_as_of=price.as_of, price_estimated=price.estimated, price_note=price.note,
+                            price_origin=price.origin)
+            if max_gpus is not None and inst.gpu_count > max_gpus:
+                out.append(Candidate(**base, fits=False,
+                                     reason=f"has {inst.gpu_count} GPUs per machine; --max-gpus is {max_gpus}"))
+                continue
+            f = fit_machine(est, gpu_memory_gib=inst.gpu_memory_gib, gpu_count=inst.gpu_count,
+                            efa=inst.efa and training, max_gpus=max_gpus)
+            reason = f.reason
+            hourly = None
+            if price is None or price.usd_per_hour is None:
+                why = (price.note if price is not None and price.note else
+                       f"no {usage} price known for {region}")
+                reason += f"; {why}"
+            else:
+                hourly = price.usd_per_hour * f.machines
+            hours = timecost.job_hours(est, tokens=tokens, epochs=epochs, gpus=f.gpus_used, machines=f.machines,
+                                       spec=catalog.gpu(inst.gpu_model), spot=spot and plat == "ec2")
+            out.append(Candidate(**base, fits=f.fits, reason=reason, strategy=f.strategy, machines=f.machines,
+                                 gpu_count=f.gpus_used, per_gpu_bytes=f.per_gpu_bytes,
+                                 usable_bytes_per_gpu=f.usable_bytes_per_gpu, usd_per_hour=hourly,
+                                 usd_per_month=timecost.monthly(hourly), job_hours=hours,
+                                 job_usd=None if hours is None or hourly is None else hours * hourly))
+    return tuple(out)
+
+
+def objective_for(est, tokens: int | None) -> str:
+    return "job_usd" if est.job.is_training and tokens is not None else "usd_per_hour"
+
+
+def rank(candidates, objective: str) -> tuple[Candidate, ...]:
+    """Fitting and priced first (cheapest first), then fitting but unpriced, then the rest."""
+    def key(c: Candidate):
+        cost = c.cost(objective)
+        return (not c.fits, cost is None, cost if cost is not None else 0.0,
+                c.usd_per_hour if c.usd_per_hour is not None else float("inf"), c.platform, c.instance_type)
+    return tuple(sorted(candidates, key=key))
+
+
+def cheapest_fit(candidates, objective: str) -> Candidate | None:
+    """The fitting candidate with the lowest known cost under ``objective`` (None if there is none)."""
+    priced = [c for c in candidates if c.fits and c.cost(objective) is not None]
+    return rank(priced, objective)[0] if priced else None
+
+
+def closest(candidates) -> Candidate | None:
+    """When nothing fits: the candidate whose need is nearest to what it has."""
+    sized = [c for c in candidates if c.per_gpu_bytes and c.usable_bytes_per_gpu and c.usable_bytes_per_gpu > 0]
+    return min(sized, key=lambda c: (c.per_gpu_bytes / c.usable_bytes_per_gpu, c.instance_type), default=None)

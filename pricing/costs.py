@@ -1,0 +1,159 @@
+"""The pricing answer for one plan: recommendation, every candidate, and what the numbers rest on."""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+from planner.errors import PlannerError
+
+from . import choose
+from .catalog import STALE_AFTER_DAYS, age_days
+from .fit import GIB
+
+NOTHING_FITS_EXIT = 1
+
+
+@dataclass(frozen=True)
+class Money:
+    """Show costs in another currency at a rate the user gives (never fetched, never assumed)."""
+
+    code: str
+    usd_rate: float
+
+    @classmethod
+    def parse(cls, code: str | None, usd_rate: float | None) -> "Money | None":
+        if code is None and usd_rate is None:
+            return None
+        if code is None or usd_rate is None:
+            raise PlannerError("--currency and --usd-rate go together, e.g. --currency INR --usd-rate 88.5 "
+                               "(units of the currency per US dollar; no rate is ever fetched)")
+        if not re.fullmatch(r"[A-Za-z]{3}", code):
+            raise PlannerError(f"--currency must be a three-letter ISO 4217 code such as INR or EUR, got '{code}'")
+        if not math.isfinite(usd_rate) or usd_rate <= 0:
+            raise PlannerError(f"--usd-rate must be a positive number, got {usd_rate}")
+        return cls(code.upper(), float(usd_rate))
+
+    def convert(self, usd: float | None) -> float | None:
+        return None if usd is None else usd * self.usd_rate
+
+
+@dataclass(frozen=True)
+class PlanCosts:
+    """Result of pricing a plan. ``exit_code`` is non-zero when nothing fits (the CLI exits with it)."""
+
+    recommendation: choose.Candidate | None
+    candidates: tuple[choose.Candidate, ...]
+    objective: str
+    platform: str
+    region: str
+    spot: bool
+    tokens: int | None = None
+    tokens_source: str | None = None
+    epochs: float = 1.0
+    money: Money | None = None
+    closest: choose.Candidate | None = None
+    verdict: str = ""
+    warnings: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+    local: dict[str, Any] | None = None  # --gpu: largest batch / sequence that fit
+    exit_code: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def alternatives(self, n: int = 5) -> tuple[choose.Candidate, ...]:
+        fitting = [c for c in self.candidates if c.fits and c is not self.recommendation]
+        return tuple(fitting[:n])
+
+    def _money(self, c: choose.Candidate | None) -> dict[str, Any]:
+        if c is None:
+            return {}
+        d = c.to_dict()
+        if self.money is not None:
+            d["currency"] = {"code": self.money.code, "usd_rate": self.money.usd_rate,
+                             "per_hour": self.money.convert(c.usd_per_hour),
+                             "per_month": self.money.convert(c.usd_per_month),
+                             "job": self.money.convert(c.job_usd)}
+        return d
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "recommendation": self._money(self.recommendation) or None,
+            "candidates": [c.to_dict() for c in self.candidates],
+            "pricing": {
+                "objective": self.objective, "platform": self.platform, "region": self.region, "spot": self.spot,
+                "tokens": self.tokens, "tokens_source": self.tokens_source, "epochs": self.epochs,
+                "currency": None if self.money is None else {"code": self.money.code, "usd_rate": self.money.usd_rate},
+                "verdict": self.verdict, "closest": self._money(self.closest) or None,
+                "local_gpu": self.local, "warnings": list(self.warnings), "notes": list(self.notes),
+                **self.extra,
+            },
+        }
+
+
+def stale_warning(candidate: choose.Candidate | None, today: date) -> str | None:
+    """One line when the recommendation's price is older than STALE_AFTER_DAYS (or undated)."""
+    if candidate is None or candidate.price_as_of is None:
+        return None
+    age = age_days(candidate.price_as_of, today)
+    if age is not None and age <= STALE_AFTER_DAYS:
+        return None
+    when = "of unknown date" if age is None else f"{age} days old (as of {candidate.price_as_of})"
+    return (f"the {candidate.instance_type} price is {when}; run `plan prices refresh` for current prices")
+
+
+def nothing_fits_message(near: choose.Candidate | None, est) -> str:
+    if near is None:
+        return "nothing fits: no candidate has a known GPU memory size"
+    need = near.per_gpu_bytes / GIB
+    has = near.usable_bytes_per_gpu / GIB
+    how = near.strategy or "one GPU"
+    where = f"{near.gpu_count} GPUs on {near.machines} machines" if near.machines > 1 else f"{near.gpu_count or 1} GPU(s)"
+    hint = "try --mode qlora, a shorter --seq-len or smaller --batch-size" if est.job.mode != "qlora" \
+        else "try a shorter --seq-len or smaller --batch-size"
+    return (f"nothing fits: closest is {near.platform} {near.instance_type} ({how}, {where}) needing "
+            f"{need:.1f} GiB per GPU with {has:.1f} GiB usable (short by {need - has:.1f} GiB); {hint}")
+
+
+def plan_costs(est, catalog, *, platform: str = "any", region: str = "us-east-1", spot: bool = False,
+               max_gpus: int | None = None, tokens: int | None = None, tokens_source: str | None = None,
+               epochs: float = 1.0, money: Money | None = None, today: date | None = None,
+               notes: tuple[str, ...] = ()) -> PlanCosts:
+    """Price every candidate for ``est`` and recommend the cheapest that fits."""
+    today = today or date.today()
+    objective = choose.objective_for(est, tokens)
+    cands = choose.rank(choose.build_candidates(est, catalog, platform=platform, region=region, spot=spot,
+                                                max_gpus=max_gpus, tokens=tokens, epochs=epochs), objective)
+    best = choose.cheapest_fit(cands, objective)
+    warnings: list[str] = []
+    notes = list(notes)
+    near = None
+    exit_code = 0
+    if best is not None:
+        what = "job cost" if objective == "job_usd" else "cost per hour"
+        verdict = f"cheapest fitting plan by {what}: {best.platform} {best.instance_type}"
+        if best.price_estimated:
+            warnings.append(f"the {best.instance_type} price is estimated ({best.price_source})")
+        stale = stale_warning(best, today)
+        if stale:
+            warnings.append(stale)
+    elif any(c.fits for c in cands):
+        fitting = [c.instance_type for c in cands if c.fits][:3]
+        verdict = (f"fits on {', '.join(fitting)} but no {'job cost' if objective == 'job_usd' else 'price'} "
+                   f"is known for {region}; run `plan prices refresh --region {region}`")
+        exit_code = NOTHING_FITS_EXIT
+    else:
+        near = choose.closest(cands)
+        verdict = nothing_fits_message(near, est)
+        exit_code = NOTHING_FITS_EXIT
+    if est.job.is_training and tokens is None:
+        notes.append("no --tokens or --dataset: ranked by cost per hour; give them for job hours and job cost")
+    if objective == "job_usd" and best is not None:
+        unknown = sum(1 for c in cands if c.fits and c.job_usd is None)
+        if unknown:
+            notes.append(f"{unknown} fitting candidate(s) have no job cost (unknown price or GPU throughput)")
+    return PlanCosts(recommendation=best, candidates=cands, objective=objective, platform=platform, region=region,
+                     spot=spot, tokens=tokens, tokens_source=tokens_source, epochs=epochs, money=money,
+                     closest=near, verdict=verdict, warnings=tuple(warnings), notes=tuple(notes),
+                     exit_code=exit_code)

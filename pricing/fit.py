@@ -1,0 +1,188 @@
+"""Per-GPU memory of a job under each parallel strategy, and whether a machine holds it.
+
+The memory estimate (``planner.estimate``) is for one full replica on one GPU, term by term.
+The rules below redistribute its terms by kind (docs/pricing.md, "Fitting rules"):
+
+* single GPU / data-parallel (DDP): a full replica per GPU. DDP also allocates communication
+  buckets as large as all gradients unless ``gradient_as_bucket_view=True`` (PyTorch DDP docs;
+  accelerate leaves it False), so DDP adds one more copy of the ``gradients`` terms.
+* FSDP full shard (= ZeRO-3; FSDP-QLoRA for 4-bit bases): per-parameter kinds (weights,
+  trainable, gradients, optimizer) divided by the number of GPUs, plus gathered-layer buffers:
+  the root unit (embeddings and lm_head) and two decoder layers (current + prefetched), in the
+  compute precision (at most 2 bytes per parameter). Activations, logits and workspace stay per
+  GPU (the per-GPU batch is ``--batch-size``).
+* inference tensor parallel of degree d (Megatron-LM, Shoeybi et al. 2019): per-parameter kinds
+  / d and the KV cache split by KV heads (a head is never split; with more GPUs than KV heads each
+  GPU keeps one); activations, logits and workspace are kept whole (conservative). d must divide
+  the number of attention heads and the GPUs of one machine.
+
+Usable memory per GPU = what the provider reports - the CUDA context - SAFETY_MARGIN.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+GIB = 1024**3
+# Headroom on top of the estimate's own allocator slack: NCCL buffers, fragmentation spikes,
+# other processes on the GPU. An assumption, stated in docs/pricing.md.
+SAFETY_MARGIN_FRACTION = 0.05
+# Largest multi-machine plan tried unless --max-gpus allows more.
+DEFAULT_MAX_MACHINES = 16
+PER_PARAMETER_KINDS = ("weights", "trainable", "gradients", "optimizer")
+
+
+@dataclass(frozen=True)
+class Fit:
+    """How a job would run on ``machines`` x ``gpus_per_machine`` GPUs, and whether it fits."""
+
+    fits: bool
+    strategy: str | None
+    machines: int
+    gpus_per_machine: int
+    gpus_used: int
+    per_gpu_bytes: int  # needed per GPU: peak allocated under this strategy + allocator slack
+    usable_bytes_per_gpu: int
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"fits": self.fits, "strategy": self.strategy, "machines": self.machines,
+                "gpus_per_machine": self.gpus_per_machine, "gpus_used": self.gpus_used,
+                "per_gpu_bytes": self.per_gpu_bytes, "usable_bytes_per_gpu": self.usable_bytes_per_gpu,
+                "reason": self.reason}
+
+
+def gib(n: float) -> str:
+    return f"{n / GIB:.1f}"
+
+
+def usable_bytes(gpu_memory_gib: float, est) -> int:
+    """Reported memory minus the CUDA context and the safety margin."""
+    total = gpu_memory_gib * GIB
+    return int(total - est.cuda_context_bytes - SAFETY_MARGIN_FRACTION * total)
+
+
+def _with_slack(est, peak: float) -> int:
+    ratio = est.allocator_slack_bytes / est.peak_allocated_bytes if est.peak_allocated_bytes else 0.0
+    return int(math.ceil(peak * (1.0 + ratio)))
+
+
+def _phases(est) -> list[tuple]:
+    """Term lists of every phase of the step when the estimate exposes them, else the peak phase.
+
+    Sharding can move the peak to another phase (the loss phases keep activations and logits
+    whole), so the per-GPU need is the largest phase after the rule is applied.
+    """
+    phases = getattr(est, "phases", None)
+    if phases:
+        return [tuple(terms) for _, terms in phases]
+    return [tuple(est.terms)]
+
+
+def _sum(terms, *kinds: str) -> int:
+    return sum(t.bytes for t in terms if not kinds or t.kind in kinds)
+
+
+def replica_bytes(est) -> int:
+    """Single GPU: the estimate itself."""
+    return _with_slack(est, est.peak_allocated_bytes)
+
+
+def ddp_bytes(est) -> int:
+    """Data parallel: a full replica plus DDP's gradient buckets (one copy of all gradients)."""
+    buckets = max(_sum(t, "gradients") for t in _phases(est)) or est.trainable_params * 4
+    return _with_slack(est, est.peak_allocated_bytes + buckets)
+
+
+def gathered_bytes(est) -> int:
+    """FSDP's unsharded working set: root unit (embeddings + lm_head) and two decoder layers."""
+    p = est.params
+    weights = max(_sum(t, "weights") for t in _phases(est))
+    if not p.total or not weights:
+        return 0
+    bytes_per_param = min(2.0, weights / p.total)
+    layer = (p.total - p.embedding - p.lm_head) / max(1, est.model.num_hidden_layers)
+    return int(min(weights, (p.embedding + p.lm_head + 2 * layer) * bytes_per_param))
+
+
+def fsdp_bytes(est, shards: int) -> int:
+    """FSDP full shard over ``shards`` GPUs: the largest phase after sharding."""
+    gathered = gathered_bytes(est)
+    peak = max(_sum(t) - _sum(t, *PER_PARAMETER_KINDS) * (1 - 1 / shards) for t in _phases(est))
+    return _with_slack(est, peak + gathered)
+
+
+def tensor_parallel_bytes(est, degree: int) -> int:
+    """Inference tensor parallel of ``degree``."""
+    kv_heads = max(1, est.model.num_key_value_heads)
+    kv_keep = math.ceil(kv_heads / degree) / kv_heads
+
+    def phase(t) -> float:
+        per_param = _sum(t, *PER_PARAMETER_KINDS)
+        kv = _sum(t, "kv_cache")
+        return _sum(t) - per_param * (1 - 1 / degree) - kv * (1 - kv_keep)
+    return _with_slack(est, max(phase(t) for t in _phases(est)))
+
+
+def _verdict(need: int, usable: int, gpu_memory_gib: float, what: str) -> str:
+    if need <= usable:
+        return f"fits: {what} needs {gib(need)} GiB per GPU, {gib(usable)} usable"
+    return (f"needs {gib(need)} GiB per GPU ({what}), has {gib(usable)} usable of "
+            f"{gpu_memory_gib:.1f}")
+
+
+def fit_machine(est, *, gpu_memory_gib: float, gpu_count: int, efa: bool = False,
+                max_gpus: int | None = None, max_machines: int = DEFAULT_MAX_MACHINES) -> Fit:
+    """The first strategy (fewest machines, simplest) under which the job fits, or why none does.
+
+    Training uses every GPU of each machine (they are paid for either way); inference uses the
+    smallest tensor-parallel degree that fits on one machine.
+    """
+    usable = usable_bytes(gpu_memory_gib, est)
+
+    def result(need: int, strategy: str, machines: int, used: int, what: str) -> Fit:
+        ok = need <= usable
+        return Fit(ok, strategy, machines, gpu_count, used, need, usable, _verdict(need, usable, gpu_memory_gib, what))
+
+    if not est.job.is_training:
+        best = result(replica_bytes(est), "single-gpu", 1, 1, "one GPU")
+        if best.fits:
+            return best
+        heads = est.model.num_attention_heads
+        degrees = [d for d in range(2, gpu_count + 1) if gpu_count % d == 0 and heads % d == 0
+                   and (max_gpus is None or d <= max_gpus)]
+        for d in degrees:
+            best = result(tensor_parallel_bytes(est, d), "tensor-parallel", 1, d, f"tensor-parallel over {d} GPUs")
+            if best.fits:
+                return best
+        if gpu_count > 1 and not degrees:
+            return Fit(False, None, 1, gpu_count, 1, best.per_gpu_bytes, usable,
+                       best.reason + f"; no tensor-parallel degree <= {gpu_count} divides {heads} attention heads")
+        return best
+
+    if gpu_count == 1:
+        best = result(replica_bytes(est), "single-gpu", 1, 1, "one GPU")
+        if best.fits:
+            return best
+    else:
+        best = result(ddp_bytes(est), "data-parallel", 1, gpu_count, f"data-parallel over {gpu_count} GPUs")
+        if best.fits:
+            return best
+    fsdp_name = "fsdp-qlora" if est.job.mode == "qlora" else "fsdp"
+    limit = max_machines if efa else 1
+    if max_gpus is not None:
+        limit = min(limit, max_gpus // gpu_count) if efa else 1
+        limit = max(limit, 1)
+    for machines in range(1, limit + 1):
+        n = machines * gpu_count
+        if n == 1:
+            continue
+        where = f"{n} GPUs" if machines == 1 else f"{n} GPUs on {machines} machines"
+        best = result(fsdp_bytes(est, n), fsdp_name, machines, n, f"{fsdp_name} over {where}")
+        if best.fits:
+            return best
+    if not efa and best.strategy in (fsdp_name, "data-parallel", "single-gpu"):
+        return Fit(False, best.strategy, best.machines, gpu_count, best.gpus_used, best.per_gpu_bytes, usable,
+                   best.reason + "; no EFA, so no multi-machine plan")
+    return best
