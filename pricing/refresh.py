@@ -1,0 +1,178 @@
+"""``plan prices refresh``: current prices from the AWS Price List API and EC2 spot history.
+
+On-demand EC2: ``pricing.get_products(ServiceCode="AmazonEC2")`` with the filters that make a
+result unique (instanceType, regionCode, operatingSystem=Linux, tenancy=Shared,
+preInstalledSw=NA, capacitystatus=Used); the hourly price is under
+``terms.OnDemand.*.priceDimensions.*.pricePerUnit.USD``; $0 SKUs (capacity blocks) are dropped.
+SageMaker: ``ServiceCode="AmazonSageMaker"`` with instanceName and platoinstancetype
+(Training | Hosting). Spot: ``ec2.describe_spot_price_history`` (Linux/UNIX, from now), the
+cheapest zone's latest price. Results go to the user price file in the cache directory, written
+only after every call succeeded, so a failed refresh leaves the old catalog as it was.
+boto3 is imported here only (the ``aws`` extra).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import date, datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from planner.errors import PlannerError
+
+from .catalog import Catalog, Price, cache_dir, load_catalog, load_prices, write_user_prices, USER_PRICES
+
+PRICE_LIST_REGION = "us-east-1"  # the Price List Query API is served from us-east-1 (and a few others)
+EC2_SOURCE = "AWS Price List API (AmazonEC2 get_products)"
+SM_SOURCE = "AWS Price List API (AmazonSageMaker get_products)"
+SPOT_SOURCE = "EC2 describe_spot_price_history (Linux/UNIX)"
+
+
+@dataclass(frozen=True)
+class RefreshResult:
+    path: str
+    regions: tuple[str, ...]
+    rows: int
+    unknown: tuple[str, ...]  # instance types the API gave no price for
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "regions": list(self.regions), "rows": self.rows, "unknown": list(self.unknown)}
+
+
+def _filters(**terms: str) -> list[dict[str, str]]:
+    return [{"Type": "TERM_MATCH", "Field": k, "Value": v} for k, v in terms.items()]
+
+
+def on_demand_usd(price_list: Iterable[str]) -> float | None:
+    """The lowest non-zero hourly USD price in get_products' PriceList (JSON strings), or None."""
+    found = []
+    for item in price_list:
+        product = json.loads(item) if isinstance(item, str) else item
+        for term in product.get("terms", {}).get("OnDemand", {}).values():
+            for dim in term.get("priceDimensions", {}).values():
+                usd = dim.get("pricePerUnit", {}).get("USD")
+                if usd is not None and float(usd) > 0:
+                    found.append(float(usd))
+    return min(found) if found else None
+
+
+def _products(client, service: str, filters: list[dict[str, str]]) -> list[str]:
+    out: list[str] = []
+    kwargs: dict[str, Any] = {"ServiceCode": service, "Filters": filters, "FormatVersion": "aws_v1", "MaxResults": 100}
+    while True:
+        resp = client.get_products(**kwargs)
+        out.extend(resp.get("PriceList", []))
+        if not resp.get("NextToken"):
+            return out
+        kwargs["NextToken"] = resp["NextToken"]
+
+
+def spot_prices(ec2, instance_types: list[str], now: datetime) -> dict[str, tuple[float, float]]:
+    """(cheapest, dearest) latest spot price across zones per instance type."""
+    latest: dict[tuple[str, str], tuple[datetime, float]] = {}
+    kwargs: dict[str, Any] = {"InstanceTypes": instance_types, "ProductDescriptions": ["Linux/UNIX"], "StartTime": now}
+    while True:
+        resp = ec2.describe_spot_price_history(**kwargs)
+        for h in resp.get("SpotPriceHistory", []):
+            if not h.get("ProductDescription", "").startswith("Linux/UNIX"):
+                continue
+            key = (h["InstanceType"], h.get("AvailabilityZone", ""))
+            stamp = h.get("Timestamp") or now
+            if key not in latest or stamp > latest[key][0]:
+                latest[key] = (stamp, float(h["SpotPrice"]))
+        if not resp.get("NextToken"):
+            break
+        kwargs["NextToken"] = resp["NextToken"]
+    per_type: dict[str, list[float]] = {}
+    for (itype, _), (_, usd) in latest.items():
+        if usd > 0:
+            per_type.setdefault(itype, []).append(usd)
+    return {t: (min(v), max(v)) for t, v in per_type.items()}
+
+
+def fetch_region(region: str, *, pricing, ec2, ec2_types: list[str], sagemaker_types: list[str],
+                 today: date, now: datetime) -> tuple[list[Price], list[str]]:
+    """Price rows for one region, and the instance types with no price."""
+    rows: list[Price] = []
+    unknown: list[str] = []
+    stamp = today.isoformat()
+
+    def row(platform: str, itype: str, usage: str, usd: float, source: str, note: str = "") -> Price:
+        return Price(platform, itype, region, usage, usd, "yes", False, source, stamp, note, origin="user")
+
+    for itype in ec2_types:
+        usd = on_demand_usd(_products(pricing, "AmazonEC2", _filters(
+            instanceType=itype, regionCode=region, operatingSystem="Linux", tenancy="Shared",
+            preInstalledSw="NA", capacitystatus="Used")))
+        if usd is None:
+            unknown.append(itype)
+        else:
+            rows.append(row("ec2", itype, "on-demand", usd, EC2_SOURCE))
+    for itype in sagemaker_types:
+        for usage, component in (("training", "Training"), ("hosting", "Hosting")):
+            usd = on_demand_usd(_products(pricing, "AmazonSageMaker", _filters(
+                instanceName=itype, regionCode=region, platoinstancetype=component)))
+            if usd is None:
+                unknown.append(f"{itype} ({usage})")
+            else:
+                rows.append(row("sagemaker", itype, usage, usd, SM_SOURCE))
+    if ec2_types:
+        for itype, (lo, hi) in sorted(spot_prices(ec2, ec2_types, now).items()):
+            rows.append(row("ec2", itype, "spot", lo, SPOT_SOURCE, f"cheapest zone; zones ranged {lo:g}-{hi:g}"))
+    return rows, unknown
+
+
+def _boto3():
+    try:
+        import boto3  # heavy: only for refresh
+        import botocore.exceptions as bexc
+    except ImportError:
+        raise PlannerError("`plan prices refresh` needs boto3: pip install 'llm-finetune-planner[aws]'") from None
+    return boto3, bexc
+
+
+def refresh(regions: Iterable[str], *, directory: Path | None = None, catalog: Catalog | None = None,
+            client_factory: Callable[[str, str], Any] | None = None, today: date | None = None,
+            ec2_types: list[str] | None = None, sagemaker_types: list[str] | None = None) -> RefreshResult:
+    """Fetch prices for ``regions`` and merge them into the user price file.
+
+    ``client_factory(service, region)`` builds the boto3 clients (tests pass stubbed ones).
+    """
+    catalog = catalog or load_catalog(user_dir=False)
+    regions = tuple(dict.fromkeys(regions)) or ("us-east-1",)
+    for r in regions:
+        catalog.check_region(r)
+    boto3, bexc = _boto3()
+    make = client_factory or (lambda service, region: boto3.client(service, region_name=region))
+    if ec2_types is None:
+        ec2_types = [i.instance_type for i in catalog.instances if i.accelerator == "nvidia"]
+    if sagemaker_types is None:
+        sagemaker_types = [t for t in catalog.sagemaker_types()
+                           if (catalog.instance(t) is not None and catalog.instance(t).accelerator == "nvidia")]
+    today = today or date.today()
+    now = datetime.now(timezone.utc)
+    fresh: list[Price] = []
+    unknown: list[str] = []
+    try:
+        pricing = make("pricing", PRICE_LIST_REGION)
+        for region in regions:
+            rows, missing = fetch_region(region, pricing=pricing, ec2=make("ec2", region), ec2_types=ec2_types,
+                                         sagemaker_types=sagemaker_types, today=today, now=now)
+            fresh.extend(rows)
+            unknown.extend(f"{region}:{m}" for m in missing)
+    except bexc.NoCredentialsError:
+        raise PlannerError("no AWS credentials found: configure them (aws configure, AWS_PROFILE or "
+                           "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY) and retry; the price catalog is unchanged") from None
+    except (bexc.EndpointConnectionError, bexc.ConnectTimeoutError, bexc.ReadTimeoutError) as exc:
+        raise PlannerError(f"cannot reach AWS ({exc}); the price catalog is unchanged") from None
+    except bexc.ClientError as exc:
+        err = exc.response.get("Error", {})
+        raise PlannerError(f"AWS refused the price request ({err.get('Code')}: {err.get('Message')}); "
+                           "the price catalog is unchanged") from None
+    except bexc.BotoCoreError as exc:
+        raise PlannerError(f"price refresh failed ({exc}); the price catalog is unchanged") from None
+    directory = Path(directory or cache_dir())
+    old_path = directory / USER_PRICES
+    kept = [p for p in load_prices(old_path, origin="user") if p.region not in regions] if old_path.is_file() else []
+    path = write_user_prices(kept + fresh, directory)
+    return RefreshResult(str(path), regions, len(fresh), tuple(unknown))
