@@ -50,6 +50,12 @@ class AdapterRecord:
                 "metadata": self.metadata, "created": self.created}
 
 
+def _is_adapter_file(filename: str) -> bool:
+    """Adapter weights/config, tokenizer files and the README; not run records, databases, checkpoints."""
+    return (filename.startswith(("adapter_", "tokenizer", "special_tokens", "vocab", "merges"))
+            or filename in ("chat_template.jinja", "README.md", "added_tokens.json"))
+
+
 def check_adapter_dir(adapter_dir: Path) -> Path:
     """Raise PlannerError unless ``adapter_dir`` holds a PEFT adapter."""
     adapter_dir = Path(adapter_dir)
@@ -89,7 +95,7 @@ class AdapterStore:
         try:
             if copy:
                 for item in adapter_dir.iterdir():
-                    if item.is_file() and item.name != RECORD_FILE:
+                    if item.is_file() and _is_adapter_file(item.name):
                         shutil.copy2(item, staging / item.name)
             record = AdapterRecord(name=name, base_model=str(base_model),
                                    path=dest if copy else adapter_dir, metadata=dict(metadata or {}),
@@ -169,3 +175,45 @@ def _write_record(folder: Path, record: AdapterRecord, *, copied: bool) -> None:
     tmp = folder / f".{RECORD_FILE}.tmp"
     tmp.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
     os.replace(tmp, folder / RECORD_FILE)
+
+
+def run_metadata(output_dir: Path, record: dict[str, Any]) -> dict[str, Any]:
+    """The store metadata of a finished run: base revision, mode, PEFT config, data fingerprint, metrics."""
+    job = record["plan"]["job"]
+    peft = ({"lora_r": job["lora_r"], "lora_alpha": job["lora_alpha"], "lora_dropout": job["lora_dropout"],
+             "lora_targets": job["lora_targets"]} if job["mode"] in ("lora", "qlora")
+            else {"num_virtual_tokens": job["num_virtual_tokens"]} if job["mode"] == "prompt-tuning" else {})
+    last = lambda rows, key: rows[-1][key] if rows else None  # noqa: E731
+    data = record.get("data") or {}
+    return {
+        "base_revision": (record.get("base_model") or {}).get("revision"),
+        "mode": job["mode"], "precision": job["precision"], "seq_len": job["seq_len"], "peft": peft,
+        "dataset": data.get("train"), "eval_dataset": data.get("eval"),
+        "metrics": {"global_step": record.get("global_step"),
+                    "train_loss": last(record.get("train_loss") or [], "loss"),
+                    "eval_loss": last(record.get("eval_loss") or [], "eval_loss")},
+        "output_dir": str(Path(output_dir).resolve()),
+        "mlflow_run_id": (record.get("mlflow") or {}).get("run_id"),
+        "trained": record.get("finished"),
+    }
+
+
+def register_run(output_dir: Path, record: dict[str, Any], *, name: str | None = None,
+                 store: AdapterStore | None = None) -> AdapterRecord:
+    """Register the adapter a training run saved in ``output_dir`` (see backend/run_record.py).
+
+    The default name is the output folder's name; a rerun of the same folder replaces its own entry,
+    another run with a clashing name gets ``-2``, ``-3``...
+    """
+    store = store or AdapterStore()
+    output_dir = Path(output_dir)
+    metadata = run_metadata(output_dir, record)
+    base = (record.get("base_model") or {}).get("name") or record["plan"]["model"]["name"]
+    if name is None:
+        stem = re.sub(r"[^A-Za-z0-9._-]+", "-", output_dir.resolve().name).strip("-.") or "adapter"
+        name, i = stem, 1
+        while name in store.names() and store.get(name).metadata.get("output_dir") != metadata["output_dir"]:
+            i += 1
+            name = f"{stem}-{i}"
+    overwrite = name in store.names() and store.get(name).metadata.get("output_dir") == metadata["output_dir"]
+    return store.register(name, output_dir, base_model=base, metadata=metadata, overwrite=overwrite)

@@ -1,0 +1,110 @@
+"""Experiment tracking with MLflow: parameters, per-step metrics, the plan and the run record.
+
+By default each run tracks into a SQLite store inside its output folder (``mlflow.db``, artifacts
+in ``mlartifacts/``), so nothing needs a server: ``mlflow ui --backend-store-uri
+sqlite:///OUT/mlflow.db`` shows it. ``MLFLOW_TRACKING_URI`` points it anywhere else (an MLflow
+server, a SageMaker-managed one through the sagemaker-mlflow plugin). A resumed run continues the
+same MLflow run. MLflow is imported only here, inside the functions.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+DEFAULT_EXPERIMENT = "plan"
+
+
+def default_tracking_uri(output_dir: Path) -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(output_dir).resolve() / 'mlflow.db'}"
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{'job': {'lora_r': 16}} -> {'job.lora_r': 16}; values MLflow can store as params."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        elif isinstance(v, (list, tuple)):
+            out[key] = ",".join(map(str, v))[:500]
+        else:
+            out[key] = v
+    return out
+
+
+@dataclass
+class Tracker:
+    """One MLflow run. ``run_id`` is kept in run.json so a resumed job logs into the same run."""
+
+    tracking_uri: str
+    experiment: str
+    run_id: str | None = None
+
+    def start(self, output_dir: Path, run_name: str, params: dict[str, Any]) -> str:
+        import mlflow
+
+        mlflow.set_tracking_uri(self.tracking_uri)
+        client = mlflow.MlflowClient(self.tracking_uri)
+        exp = client.get_experiment_by_name(self.experiment)
+        if exp is None:
+            # A local store keeps artifacts beside it (the default would be ./mlruns of the cwd).
+            location = (Path(output_dir).resolve() / "mlartifacts").as_uri() \
+                if self.tracking_uri.startswith("sqlite:") else None
+            exp_id = client.create_experiment(self.experiment, artifact_location=location)
+        else:
+            exp_id = exp.experiment_id
+        if self.run_id is None:
+            run = client.create_run(exp_id, run_name=run_name)
+            self.run_id = run.info.run_id
+            from mlflow.entities import Param
+            items = [Param(k, str(v)[:6000]) for k, v in flatten(params).items()]
+            for i in range(0, len(items), 100):
+                client.log_batch(self.run_id, params=items[i:i + 100])
+        else:
+            client.update_run(self.run_id, status="RUNNING")
+        return self.run_id
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        import mlflow
+        from mlflow.entities import Metric
+        import time
+
+        now = int(time.time() * 1000)
+        items = [Metric(k, float(v), now, step) for k, v in metrics.items()
+                 if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        if items and self.run_id:
+            mlflow.MlflowClient(self.tracking_uri).log_batch(self.run_id, metrics=items)
+
+    def finish(self, plan: dict[str, Any], run_record: dict[str, Any], status: str) -> None:
+        import mlflow
+
+        if not self.run_id:
+            return
+        client = mlflow.MlflowClient(self.tracking_uri)
+        client.log_dict(self.run_id, plan, "plan.json")
+        client.log_dict(self.run_id, run_record, "run.json")
+        client.set_terminated(self.run_id, status={"completed": "FINISHED", "failed": "FAILED"}.get(status, "KILLED"))
+
+    def callback(self):
+        """A TrainerCallback that logs every logged step's metrics (loss, eval_loss, lr...)."""
+        from transformers import TrainerCallback
+
+        tracker = self
+
+        class MlflowMetrics(TrainerCallback):
+            def on_log(self, args, state, control, logs=None, **kwargs):
+                if state.is_world_process_zero and logs:
+                    tracker.log_metrics(logs, state.global_step)
+                return control
+
+        return MlflowMetrics()
+
+
+def mlflow_available() -> bool:
+    try:
+        import mlflow  # noqa: F401
+    except ImportError:
+        return False
+    return True
