@@ -1,0 +1,232 @@
+"""``plan MODEL --execute --backend sagemaker``: build the request, ask, upload, start the job.
+
+The SageMaker side is the v3 SDK's ``ModelTrainer`` (sagemaker.train): the Hugging Face
+training image, ``backend/train.py`` as the entry script with pinned requirements, the plan
+file beside it, the data set as the ``train`` channel, output and checkpoints on S3, managed
+spot, Torchrun for several GPUs. ``run`` is the function ``backend.execute`` dispatches to.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from .errors import SageMakerError, aws_errors
+from .request import (CHECKPOINT_DIR, DATA_DIR, MODEL_DIR, PLAN_FILE, REQUIREMENTS_FILE, SECRET_ENV,
+                      TrainingRequest, build_training_request, check_no_secrets, hyperparameters_for,
+                      sagemaker_choice)
+
+BACKEND_DIR = Path(__file__).resolve().parent.parent
+PLANNER_DIR = BACKEND_DIR.parent / "planner"
+# Hugging Face training image (sagemaker.core.image_uris, framework "huggingface").
+HF_IMAGE = {"framework": "huggingface", "version": "5.3.0", "base_framework_version": "pytorch2.9.0",
+            "py_version": "py312"}
+
+
+@dataclass(frozen=True)
+class LaunchResult:
+    job_name: str
+    job_arn: str
+    status: str
+    dataset_s3_uri: str
+    uploaded_keys: tuple[str, ...]
+    console_url: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"job_name": self.job_name, "job_arn": self.job_arn, "status": self.status,
+                "dataset_s3_uri": self.dataset_s3_uri, "uploaded_keys": list(self.uploaded_keys),
+                "console_url": self.console_url}
+
+
+def training_image(region: str, instance_type: str) -> str:
+    """The Hugging Face PyTorch training image URI for ``region`` (from the SDK's offline table)."""
+    from sagemaker.core import image_uris
+    try:
+        return image_uris.retrieve(**HF_IMAGE, instance_type=instance_type, image_scope="training", region=region)
+    except ValueError as exc:
+        raise SageMakerError(f"no Hugging Face training image for {instance_type} in {region}: {exc}") from None
+
+
+def secret_values(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """The secrets set in the local environment (name -> value) that the job should receive."""
+    environ = os.environ if environ is None else environ
+    return {name: environ[name] for name in SECRET_ENV if environ.get(name)}
+
+
+def stage_source(request: TrainingRequest, plan: dict[str, Any], dest: Path) -> Path:
+    """Write the job's code folder: backend/ (with train.py), planner/, plan.json, requirements.txt.
+
+    The entry script is the same ``backend/train.py`` the local backend runs; it imports
+    ``backend.*`` and ``planner.*``, so both packages go along (without the sagemaker, serve
+    and distributed subpackages, which the container does not need).
+    """
+    if not (BACKEND_DIR / "train.py").is_file():
+        raise SageMakerError(f"the training entry script {BACKEND_DIR / 'train.py'} is missing from this install")
+    dest.mkdir(parents=True, exist_ok=True)
+    (dest / "backend").mkdir(exist_ok=True)
+    for py in BACKEND_DIR.glob("*.py"):
+        shutil.copy2(py, dest / "backend" / py.name)
+    if (BACKEND_DIR / "data").is_dir():
+        shutil.copytree(BACKEND_DIR / "data", dest / "backend" / "data", dirs_exist_ok=True,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(PLANNER_DIR, dest / "planner", dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy2(Path(__file__).with_name(REQUIREMENTS_FILE), dest / request.requirements)
+    text = json.dumps(plan, indent=2, default=str)
+    check_no_secrets({PLAN_FILE: text}, secret_values())
+    (dest / PLAN_FILE).write_text(text)
+    return dest
+
+
+def launch(request: TrainingRequest, plan: dict[str, Any], session: Any) -> LaunchResult:
+    """Upload the data set (if local) and source, and create the training job with ModelTrainer."""
+    from .aws import upload_path
+    from sagemaker.core.helper.session_helper import Session
+    from sagemaker.core.training.configs import (CheckpointConfig, Compute, InputData, OutputDataConfig,
+                                                 SourceCode, StoppingCondition)
+    from sagemaker.train import ModelTrainer
+    from sagemaker.train.distributed import Torchrun
+
+    secrets = secret_values()
+    check_no_secrets(request.hyperparameters, secrets)
+    missing = [n for n in request.secret_env if n not in secrets]
+    if missing:
+        raise SageMakerError(f"{', '.join(missing)} named for the job but not set in the environment")
+    uploaded: list[str] = []
+    if request.needs_upload:
+        uploaded = upload_path(session, Path(request.dataset), request.dataset_s3_uri.rsplit("/", 1)[0])
+    for name in ("sagemaker", "sagemaker.core", "sagemaker.train"):
+        logging.getLogger(name).setLevel(logging.WARNING)  # stdout is for results; the SDK logs a lot
+    with tempfile.TemporaryDirectory(prefix="plan-sm-") as tmp:
+        source = stage_source(request, plan, Path(tmp) / "code")
+        trainer = ModelTrainer(
+            sagemaker_session=Session(boto_session=session, default_bucket=request.output_s3_uri.split("/")[2]),
+            role=request.role_arn, base_job_name=request.base_job_name, training_image=request.image_uri,
+            source_code=SourceCode(source_dir=str(source), entry_script=request.entry_script,
+                                   requirements=request.requirements),
+            compute=Compute(instance_type=request.instance_type, instance_count=request.instance_count,
+                            volume_size_in_gb=request.volume_size_gb, enable_managed_spot_training=request.spot),
+            distributed=Torchrun(process_count_per_node=request.processes_per_node) if request.distributed else None,
+            stopping_condition=StoppingCondition(max_runtime_in_seconds=request.max_runtime_s,
+                                                 max_wait_time_in_seconds=request.max_wait_s),
+            output_data_config=OutputDataConfig(s3_output_path=request.output_s3_uri),
+            checkpoint_config=CheckpointConfig(s3_uri=request.checkpoint_s3_uri),
+            hyperparameters=dict(request.hyperparameters),
+            environment={**request.environment, **{n: secrets[n] for n in request.secret_env}},
+            tags=[{"key": k, "value": v} for k, v in request.tags],
+        )
+        with aws_errors("starting the SageMaker training job"):
+            trainer.train(input_data_config=[InputData(channel_name="train", data_source=request.dataset_s3_uri)],
+                          wait=False, logs=False)
+    job = trainer._latest_training_job  # the sagemaker.core TrainingJob that train() created
+    region = session.region_name
+    return LaunchResult(job_name=job.training_job_name, job_arn=str(job.training_job_arn or ""),
+                        status=str(job.training_job_status or "InProgress"), dataset_s3_uri=request.dataset_s3_uri,
+                        uploaded_keys=tuple(uploaded),
+                        console_url=f"https://{region}.console.aws.amazon.com/sagemaker/home?region={region}"
+                                    f"#/jobs/{job.training_job_name}")
+
+
+def prepare(model_name: str, est: Any, costs: Any, opts: Any, session: Any) -> TrainingRequest:
+    """The request for this plan and these options (talks to AWS only to check the role's bucket)."""
+    from .aws import check_role, check_s3_input, content_digest, resolve_bucket
+
+    plan = est.to_dict()
+    choice = sagemaker_choice(costs.to_dict() if costs is not None else None)
+    role = check_role(getattr(opts, "role", None))
+    dataset = str(getattr(opts, "dataset", None) or "")
+    if not dataset:
+        raise SageMakerError("SageMaker training needs --dataset (a local file or folder, or an s3:// URI)")
+    digest = None
+    if dataset.startswith("s3://"):
+        check_s3_input(session, dataset)
+    else:
+        digest = content_digest(Path(dataset))
+    bucket = resolve_bucket(session, getattr(opts, "bucket", None), create_default=not opts.dry_run)
+    secrets = secret_values()
+    hp = hyperparameters_for(max_steps=opts.max_steps, epochs=opts.epochs, learning_rate=opts.learning_rate,
+                             save_steps=opts.save_steps, experiment=opts.experiment)
+    check_no_secrets(hp, secrets)
+    return build_training_request(
+        model_name=model_name, hf_id=plan["model"]["hf_id"] or model_name, mode=plan["mode"],
+        params=int(plan["model"]["params"]), choice=choice, region=session.region_name, role_arn=role,
+        bucket=bucket, dataset=dataset, image_uri=training_image(session.region_name, choice.instance_type),
+        stamp=datetime.now().strftime("%Y%m%d%H%M%S"), spot=bool(opts.spot), max_cost=opts.max_cost,
+        hyperparameters=hp, secret_env=tuple(secrets), dataset_digest=digest)
+
+
+def plan_file(model_name: str, est: Any, costs: Any, request: TrainingRequest) -> dict[str, Any]:
+    """plan.json for the job: the estimate, a ``training`` block for backend/train.py, the request.
+
+    No secret values: the request names forwarded variables only. The adapter store and the
+    hyperparameters' paths are the container's; ``register`` is off (``plan jobs fetch`` does it).
+    """
+    hp = request.hyperparameters
+    training = {"model": request_tag(request, "plan:model") or model_name, "dataset": DATA_DIR,
+                "output_dir": MODEL_DIR, "checkpoint_dir": CHECKPOINT_DIR, "register": False,
+                "max_steps": int(hp["max-steps"]) if "max-steps" in hp else None,
+                "epochs": float(hp["epochs"]) if "epochs" in hp else None,
+                "learning_rate": float(hp["learning-rate"]) if "learning-rate" in hp else None,
+                "save_steps": int(hp["save-steps"]) if "save-steps" in hp else None,
+                "experiment": hp.get("experiment")}
+    plan = {**est.to_dict(), "model_name": model_name, "backend": "sagemaker",
+            "training": {k: v for k, v in training.items() if v is not None}, "request": request.to_dict()}
+    if costs is not None:
+        plan["costs"] = costs.to_dict()
+    return plan
+
+
+def request_tag(request: TrainingRequest, key: str) -> str | None:
+    return dict(request.tags).get(key)
+
+
+def _summary(r: TrainingRequest) -> str:
+    cost = "unknown" if r.estimated_usd is None else f"${r.estimated_usd:,.2f}"
+    return (f"SageMaker job {r.job_name}: {r.instance_count} x {r.instance_type}"
+            f"{' (spot)' if r.spot else ''}, {r.gpus_per_instance} GPU(s) each, estimated {cost}, "
+            f"at most ${r.max_usd:,.2f} at the {r.max_runtime_s / 3600:.1f} h limit; data {r.dataset_s3_uri}")
+
+
+def run(model_name: str, est: Any, costs: Any, opts: Any) -> int:
+    """Dry-run, or confirm and launch, the planned job on SageMaker; optionally wait. Exit code."""
+    import typer
+
+    from .aws import boto_session
+    from .jobs import wait_for
+
+    session = boto_session(getattr(opts, "region", None))
+    request = prepare(model_name, est, costs, opts, session)
+    as_json = bool(getattr(opts, "as_json", False))
+    if opts.dry_run:
+        typer.echo(json.dumps({"dry_run": True, "request": request.to_dict()}, indent=2))
+        print(f"dry run: nothing was created. {_summary(request)}", file=sys.stderr)
+        return 0
+    print(_summary(request), file=sys.stderr)
+    for note in request.notes:
+        print(f"note: {note}", file=sys.stderr)
+    if not opts.yes:
+        if not sys.stdin.isatty():
+            raise SageMakerError("launching a paid SageMaker job needs confirmation; pass --yes to launch "
+                                 "without a prompt (or --dry-run to see the request)")
+        if not typer.confirm("Launch it?", default=False, err=True):
+            print("not launched", file=sys.stderr)
+            return 1
+    result = launch(request, plan_file(model_name, est, costs, request), session)
+    status = result.status
+    if opts.wait:
+        status = wait_for(result.job_name, session=session).status
+    out = {**result.to_dict(), "status": status, "request": request.to_dict()}
+    if as_json:
+        typer.echo(json.dumps(out, indent=2))
+    else:
+        typer.echo(f"started {result.job_name} ({status})")
+        typer.echo(f"  console: {result.console_url}")
+        typer.echo(f"  follow:  plan jobs status {result.job_name}   |   plan jobs wait {result.job_name}")
+        typer.echo(f"  fetch:   plan jobs fetch {result.job_name} --name ADAPTER_NAME")
+    return 0 if status in ("InProgress", "Completed") else 1

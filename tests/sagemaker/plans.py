@@ -1,0 +1,85 @@
+"""Plan inputs for the SageMaker tests: a real memory estimate and pricing results written by hand.
+
+The pricing result is a plain value with ``to_dict()`` in the shape ``pricing`` returns
+(recommendation + candidates); each one below says why it is there.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from planner.estimate import estimate
+
+MODEL = "qwen2.5-0.5b"
+
+
+@dataclass(frozen=True)
+class Costs:
+    data: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.data
+
+
+def sm_row(instance_type: str, gpus: int, usd_per_hour: float, hours: float | None = 2.0, count: int = 1,
+           **extra: Any) -> dict[str, Any]:
+    row = {"platform": "sagemaker", "instance_type": instance_type, "gpu_count": gpus * count,
+           "instance_count": count, "strategy": "single" if gpus * count == 1 else "fsdp",
+           "usd_per_hour": usd_per_hour, "job_hours": hours,
+           "job_usd": None if hours is None else round(hours * usd_per_hour * count, 2), "fits": True}
+    row.update(extra)
+    return row
+
+
+# One A10G, $1.515/h (SMK-A price of ml.g5.2xlarge), 2 h: $3.03 estimated.
+ONE_GPU = Costs({"recommendation": sm_row("ml.g5.2xlarge", 1, 1.515),
+                 "candidates": [sm_row("ml.g5.2xlarge", 1, 1.515)]})
+# Four A10Gs on one machine: Torchrun with 4 processes.
+FOUR_GPU = Costs({"recommendation": sm_row("ml.g5.12xlarge", 4, 7.09),
+                  "candidates": [sm_row("ml.g5.12xlarge", 4, 7.09)]})
+# Two machines of 8 GPUs: Torchrun on 2 nodes.
+TWO_NODES = Costs({"recommendation": sm_row("ml.p4d.24xlarge", 8, 25.25, count=2),
+                   "candidates": [sm_row("ml.p4d.24xlarge", 8, 25.25, count=2)]})
+# EC2 is cheaper and recommended; the SageMaker fit must be picked from the candidates,
+# and the SageMaker row that does not fit must be skipped although it is cheaper.
+EC2_FIRST = Costs({"recommendation": {"platform": "ec2", "instance_type": "g5.2xlarge", "gpu_count": 1,
+                                      "usd_per_hour": 1.212, "job_hours": 2.0, "job_usd": 2.42, "fits": True},
+                   "candidates": [{"platform": "ec2", "instance_type": "g5.2xlarge", "gpu_count": 1,
+                                   "usd_per_hour": 1.212, "job_hours": 2.0, "job_usd": 2.42, "fits": True},
+                                  sm_row("ml.g4dn.xlarge", 1, 0.736, fits=False),
+                                  sm_row("ml.g5.2xlarge", 1, 1.515)]})
+# Only EC2 machines: no SageMaker candidate at all.
+EC2_ONLY = Costs({"recommendation": EC2_FIRST.data["recommendation"],
+                  "candidates": [EC2_FIRST.data["recommendation"]]})
+
+
+@dataclass
+class Opts:
+    """The fields of backend.execute.ExecuteOptions that the SageMaker backend reads."""
+
+    dataset: str | None = None
+    role: str | None = None
+    bucket: str | None = None
+    region: str | None = "us-east-1"
+    spot: bool = False
+    max_cost: float | None = None
+    dry_run: bool = False
+    yes: bool = True
+    wait: bool = False
+    as_json: bool = True
+    max_steps: int | None = 5
+    epochs: float | None = 1.0
+    learning_rate: float | None = 2e-4
+    save_steps: int | None = None
+    experiment: str | None = None
+    backend: str = "sagemaker"
+    force: bool = False
+    output_dir: Path | None = None
+    emit_config: Path | None = None
+    execute: bool = True
+    extra: dict = field(default_factory=dict)
+
+
+def qlora_estimate():
+    return estimate(MODEL, mode="qlora")
