@@ -80,16 +80,22 @@ class Settings:
 
 # -- the recipe, top to bottom -------------------------------------------------------------------
 def train(plan: dict[str, Any], s: Settings) -> dict[str, Any]:
-    """Run the job the plan describes; return the final run record (also in OUT/run.json)."""
+    """Run the job the plan describes; return the final run record (also in OUT/run.json).
+
+    Under torchrun/accelerate every process runs this; only rank 0 writes files and tracks.
+    """
     import torch
 
     job = plan["job"]
     out = Path(s.output_dir)
     ckpt_dir = Path(s.checkpoint_dir) if s.checkpoint_dir else out / "checkpoints"
+    main_process = int(os.environ.get("RANK", "0")) == 0
+    write = run_record.write if main_process else (lambda *a: None)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "plan.json").write_text(json.dumps({**plan, "training": asdict(s)}, indent=2) + "\n")
+    if main_process:
+        (out / "plan.json").write_text(json.dumps({**plan, "training": asdict(s)}, indent=2) + "\n")
     device = describe_device(torch)
-    if device["type"] == "cpu":
+    if device["type"] == "cpu" and main_process:
         print("note: no CUDA GPU: training on the CPU (slow); measured memory will be null", file=sys.stderr)
 
     # 1. data
@@ -97,7 +103,7 @@ def train(plan: dict[str, Any], s: Settings) -> dict[str, Any]:
 
     # 2. resume point and run record
     previous = run_record.read(out) or {}
-    discarded = checkpoints.discard_incomplete(ckpt_dir)
+    discarded = checkpoints.discard_incomplete(ckpt_dir) if main_process else []
     resume = checkpoints.last_complete_checkpoint(ckpt_dir)
     record = {
         "status": "running", "started": run_record.now(), "finished": None, "global_step": 0,
@@ -111,23 +117,24 @@ def train(plan: dict[str, Any], s: Settings) -> dict[str, Any]:
     }
     if resume is None and previous.get("status") == "running":
         record["notes"].append("a previous run left no complete checkpoint: started from step 0")
-    run_record.write(out, record)
-    tracker = start_tracking(s, out, plan, record)
+    write(out, record)
+    tracker = start_tracking(s, out, plan, record) if main_process else None
 
     # 3. model and tokenizer
+    s = replace(s, model=model_to_load(s.model, plan))
     tokenizer = load_tokenizer(s.model)
     record["data"]["train"]["tokens"] = count_tokens(data.train, tokenizer)
     if data.eval:
         record["data"]["eval"]["tokens"] = count_tokens(data.eval, tokenizer)
     compute_dtype = pick_compute_dtype(torch, job, device)
-    model = load_model(s.model, job, compute_dtype, device)
+    model = load_model(s.model, job, compute_dtype, device, plan.get("distributed") or {})
     model = wrap_peft(model, job)
 
     # 4. trainer
     from datasets import Dataset
     from trl import SFTTrainer
 
-    callbacks = [checkpoints.marker_callback(), record_callback(out, record)]
+    callbacks = [checkpoints.marker_callback(), record_callback(out, record, write)]
     if tracker is not None:
         callbacks.append(tracker.callback())
     trainer = SFTTrainer(
@@ -155,25 +162,35 @@ def train(plan: dict[str, Any], s: Settings) -> dict[str, Any]:
         if device["type"] == "cuda":
             record["measured_peak_allocated_bytes"] = int(torch.cuda.max_memory_allocated())
         if status != "completed":
-            run_record.write(out, record)
+            write(out, record)
             if tracker is not None:
                 tracker.finish(plan, record, status)
 
     # 6. save the adapter (or the full model) and the tokenizer, register, record
     trainer.save_model(str(out))
+    if not main_process:
+        return record
     tokenizer.save_pretrained(str(out))
     record["artifacts"] = "model" if job["mode"] == "full" else "adapter"
     record["base_model"] = base_model_info(s.model, model)
     if record["artifacts"] == "adapter" and s.register:
         from backend.store import register_run
         record["adapter"] = register_run(out, record, name=s.adapter_name).name
-    run_record.write(out, record)
+    write(out, record)
     if tracker is not None:
         tracker.finish(plan, record, status)
     return record
 
 
 # -- the steps ----------------------------------------------------------------------------------
+def model_to_load(name: str, plan: dict[str, Any]) -> str:
+    """A local folder or Hub id as given; a planner alias (llama3-8b) becomes the plan's Hub id."""
+    hf_id = (plan.get("model") or {}).get("hf_id")
+    if Path(name).expanduser().exists() or "/" in name or not hf_id:
+        return name
+    return hf_id
+
+
 def describe_device(torch) -> dict[str, Any]:
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
@@ -204,27 +221,36 @@ def load_tokenizer(model_name: str):
     return tok
 
 
-def load_model(model_name: str, job: dict[str, Any], compute_dtype, device: dict[str, Any]):
-    """The base model in the plan's precision; 4-bit NF4 (or 8-bit) for QLoRA."""
+def load_model(model_name: str, job: dict[str, Any], compute_dtype, device: dict[str, Any],
+               distributed: dict[str, Any]):
+    """The base model in the plan's precision; 4-bit NF4 (or 8-bit) for QLoRA.
+
+    ``distributed`` is the plan's block from backend/distributed: FSDP-QLoRA stores the 4-bit
+    weights in the compute dtype (``bnb_4bit_quant_storage``) and lets FSDP place them.
+    """
     import torch
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
     kwargs: dict[str, Any] = {"attn_implementation": job.get("attention", "sdpa")}
     precision = job["precision"]
     if job["mode"] == "qlora":
+        storage = distributed.get("bnb_4bit_quant_storage")
         if precision == "int4":
             kwargs["quantization_config"] = BitsAndBytesConfig(
                 load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                bnb_4bit_compute_dtype=compute_dtype)
+                bnb_4bit_compute_dtype=compute_dtype,
+                **({"bnb_4bit_quant_storage": getattr(torch, storage)} if storage else {}))
         else:
             kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)
-        kwargs["dtype"] = compute_dtype
+        kwargs["dtype"] = getattr(torch, storage) if storage else compute_dtype
     else:
         dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
         # Off a GPU half-precision weights only slow things down: load them in fp32.
         kwargs["dtype"] = dtypes[precision] if device["type"] == "cuda" else torch.float32
-    if device["type"] == "cuda":
-        kwargs["device_map"] = {"": 0}
+    sharded = distributed.get("strategy") in ("fsdp", "fsdp-qlora", "zero3") or \
+        os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true"
+    if device["type"] == "cuda" and not sharded:  # one whole copy per process (DDP) or the only GPU
+        kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))}
     try:
         model = AutoModelForCausalLM.from_pretrained(model_name, **kwargs)
     except OSError as exc:
@@ -306,7 +332,7 @@ def sft_config(s: Settings, job: dict[str, Any], ckpt_dir: Path, compute_dtype, 
     )
 
 
-def record_callback(out: Path, record: dict[str, Any]):
+def record_callback(out: Path, record: dict[str, Any], write):
     """Keep run.json current at every log, so a crash still leaves the losses so far."""
     from transformers import TrainerCallback
 
@@ -317,7 +343,7 @@ def record_callback(out: Path, record: dict[str, Any]):
                               train_loss=run_record.losses(state.log_history, "loss"))
                 if record.get("eval_loss") is not None:
                     record["eval_loss"] = run_record.losses(state.log_history, "eval_loss")
-                run_record.write(out, record)
+                write(out, record)
             return control
 
     return RunRecord()
