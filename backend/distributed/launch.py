@@ -160,6 +160,18 @@ def validate_dir(dir: Path) -> bool:
     return True
 
 
+def run_on_local_gpus(est: Any, costs: Any, plan: dict[str, Any], out: Path, gpus: int) -> int:
+    """``--execute --backend local`` on a machine with ``gpus`` > 1 GPUs: the plan's strategy over
+    this machine's GPUs under ``accelerate launch``; launch files go to OUT/launch."""
+    out = Path(out)
+    cfg = plan_launch(est, costs, entry_args=("--plan", str((out / PLAN_FILE).resolve())), num_processes=gpus)
+    plan = {**plan, "distributed": dict(cfg.metadata)}
+    _write(out / PLAN_FILE, json.dumps(plan, indent=2) + "\n")
+    print(f"launching {cfg.strategy} over {gpus} GPUs: {cfg.shell_command(str((out / 'launch').resolve()))}",
+          file=sys.stderr)
+    return launch_local(cfg, out / "launch")
+
+
 def launch_local(cfg: LaunchConfig, dir: Path, plan: dict[str, Any] | None = None, *,
                  env: dict[str, str] | None = None, timeout: float | None = None) -> int:
     """Write the launch files into ``dir`` and run ``accelerate launch`` here; its exit code.
@@ -172,6 +184,9 @@ def launch_local(cfg: LaunchConfig, dir: Path, plan: dict[str, Any] | None = Non
     argv = [sys.executable, "-m", "accelerate.commands.launch", *argv[2:]]
     root = Path(__file__).resolve().parents[2]  # so ``-m backend.train`` imports this checkout
     child_env = {**os.environ, **(env or {})}
+    if cfg.metadata.get("use_cpu"):
+        # accelerate's multi-GPU launcher does not pass --cpu on; without it the ranks pick no backend.
+        child_env["ACCELERATE_USE_CPU"] = "true"
     child_env["PYTHONPATH"] = os.pathsep.join(p for p in (str(root), child_env.get("PYTHONPATH")) if p)
     try:
         return subprocess.run(argv, env=child_env, timeout=timeout, check=False).returncode
