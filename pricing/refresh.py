@@ -143,7 +143,8 @@ def refresh(regions: Iterable[str], *, directory: Path | None = None, catalog: C
     for r in regions:
         catalog.check_region(r)
     boto3, bexc = _boto3()
-    make = client_factory or (lambda service, region: boto3.client(service, region_name=region))
+    session = boto3.session.Session()  # fresh: never reuse credentials cached by an earlier session
+    make = client_factory or (lambda service, region: session.client(service, region_name=region))
     if ec2_types is None:
         ec2_types = [i.instance_type for i in catalog.instances if i.accelerator == "nvidia"]
     if sagemaker_types is None:
