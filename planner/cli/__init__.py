@@ -57,7 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     """Console-script entry point: run the app, translating user errors at this one boundary."""
     debug = bool(os.environ.get("PLAN_DEBUG"))
     try:
-        app(args=argv, prog_name="plan", standalone_mode=False)
+        rc = app(args=argv, prog_name="plan", standalone_mode=False)  # click returns typer.Exit's code here
+        if isinstance(rc, int) and rc:
+            return rc
     except user_errors() as exc:
         if debug:
             raise
