@@ -134,9 +134,8 @@ def emit(model_name: str, est: Any, costs: Any, opts: Any) -> int:
     written = write_launch(cfg, dir, plan, alternative)
     checked = validate_dir(dir)
     command = cfg.shell_command(str(dir.resolve()))
-    if opts.as_json:
-        print(json.dumps({"launch": {**cfg.to_dict(), "dir": str(dir.resolve()), "shell_command": command,
-                                     "files": [str(p) for p in written], "validated": checked}}, indent=2))
+    if opts.as_json:  # stdout already holds the plan's one JSON object; the launch is also in plan.json
+        print(f"wrote {cfg.strategy} launch files to {dir}; launch: {command}", file=sys.stderr)
     else:
         print(f"{cfg.strategy} on {cfg.num_processes} GPU(s) x {cfg.num_machines} machine(s); wrote "
               + ", ".join(str(p.relative_to(dir)) for p in written) + f" in {dir}")
