@@ -74,7 +74,7 @@ def _read_jsonl(path: Path) -> Iterator[Record]:
             if not line.strip():
                 continue
             try:
-                obj = json.loads(line)
+                obj = json.loads(line.rstrip("\r\n"))
             except json.JSONDecodeError as exc:
                 raise PlannerError(f"{path} line {lineno}: not valid JSON ({exc.msg} at column {exc.colno})") from None
             yield Record(obj, f"{path} line {lineno}")

@@ -48,7 +48,7 @@ class Settings:
     epochs: float = 1.0
     learning_rate: float | None = None
     save_steps: int = 100
-    logging_steps: int = 10
+    logging_steps: int | None = None  # default: every min(10, save_steps) steps, and the last
     save_total_limit: int | None = 2
     experiment: str | None = None
     seed: int = 0
@@ -71,6 +71,8 @@ class Settings:
         s = cls(**block)
         if s.max_steps is not None and s.max_steps <= 0:
             raise PlannerError(f"--max-steps must be positive, got {s.max_steps}")
+        if s.logging_steps is None:
+            s = replace(s, logging_steps=min(10, s.save_steps))
         if s.save_steps <= 0 or s.logging_steps <= 0:
             raise PlannerError("--save-steps and logging steps must be positive")
         if s.learning_rate is not None and s.learning_rate <= 0:
@@ -259,9 +261,8 @@ def load_model(model_name: str, job: dict[str, Any], compute_dtype, device: dict
     model.config.use_cache = False  # no KV cache while training
     if job["mode"] == "qlora":
         from peft import prepare_model_for_kbit_training
-        model = prepare_model_for_kbit_training(
-            model, use_gradient_checkpointing=bool(job["gradient_checkpointing"]),
-            gradient_checkpointing_kwargs={"use_reentrant": False})
+        # Casts norms/embeddings to fp32 and freezes the base; the Trainer turns on checkpointing.
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     return model
 
 
@@ -312,8 +313,8 @@ def sft_config(s: Settings, job: dict[str, Any], ckpt_dir: Path, compute_dtype, 
         num_train_epochs=s.epochs,
         max_steps=s.max_steps or -1,
         optim=optim,
-        gradient_checkpointing=gc and job["mode"] != "qlora",  # qlora: enabled by prepare_model_for_kbit_training
-        gradient_checkpointing_kwargs={"use_reentrant": False} if gc else None,
+        activation_checkpointing=gc,
+        activation_checkpointing_kwargs={"use_reentrant": False} if gc else None,
         bf16=mixed and compute_dtype == torch.bfloat16,
         fp16=mixed and compute_dtype == torch.float16,
         use_cpu=not on_gpu,
@@ -337,6 +338,11 @@ def record_callback(out: Path, record: dict[str, Any], write):
     from transformers import TrainerCallback
 
     class RunRecord(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step >= state.max_steps:  # always log the last step's loss
+                control.should_log = True
+            return control
+
         def on_log(self, args, state, control, logs=None, **kwargs):
             if state.is_world_process_zero:
                 record.update(global_step=state.global_step,
