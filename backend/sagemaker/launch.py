@@ -188,9 +188,10 @@ def request_tag(request: TrainingRequest, key: str) -> str | None:
 
 def _summary(r: TrainingRequest) -> str:
     cost = "unknown" if r.estimated_usd is None else f"${r.estimated_usd:,.2f}"
+    cap = "unknown" if r.max_usd is None else f"${r.max_usd:,.2f}"
     return (f"SageMaker job {r.job_name}: {r.instance_count} x {r.instance_type}"
             f"{' (spot)' if r.spot else ''}, {r.gpus_per_instance} GPU(s) each, estimated {cost}, "
-            f"at most ${r.max_usd:,.2f} at the {r.max_runtime_s / 3600:.1f} h limit; data {r.dataset_s3_uri}")
+            f"at most {cap} at the {r.max_runtime_s / 3600:.1f} h limit; data {r.dataset_s3_uri}")
 
 
 def run(model_name: str, est: Any, costs: Any, opts: Any) -> int:

@@ -42,7 +42,7 @@ class SageMakerChoice:
     instance_type: str
     instance_count: int
     gpus_per_instance: int
-    usd_per_hour: float            # per instance
+    usd_per_hour: float | None     # per machine (None: no price known)
     job_hours: float | None
     job_usd: float | None          # all instances, whole job
 
@@ -78,10 +78,10 @@ class TrainingRequest:
     output_s3_uri: str
     checkpoint_s3_uri: str
     tags: tuple[tuple[str, str], ...]
-    usd_per_hour: float              # per instance
+    usd_per_hour: float | None       # per machine, on-demand (managed spot is billed less)
     estimated_hours: float | None
     estimated_usd: float | None
-    max_usd: float                   # the cost if the job runs until max runtime
+    max_usd: float | None            # the cost if the job runs until max runtime
     max_cost: float | None
     notes: tuple[str, ...] = field(default=())
 
@@ -136,10 +136,13 @@ def sagemaker_choice(costs: Mapping[str, Any] | None) -> SageMakerChoice:
     instance_type = str(rec["instance_type"])
     if not instance_type.startswith("ml."):
         instance_type = f"ml.{instance_type}"
-    count = int(_get(rec, "instance_count", "nodes", "count", default=1))
-    gpus = int(_get(rec, "gpus_per_instance", default=0)) or max(1, int(_get(rec, "gpu_count", default=1)) // count)
+    count = int(_get(rec, "machines", "instance_count", default=1))
+    gpus = int(_get(rec, "gpus_per_machine", default=0)) or max(1, int(_get(rec, "gpu_count", default=1)) // count)
+    per_machine = _get(rec, "usd_per_hour_per_machine")
+    if per_machine is None and _get(rec, "usd_per_hour") is not None:
+        per_machine = float(rec["usd_per_hour"]) / count  # pricing's usd_per_hour is for all machines
     return SageMakerChoice(instance_type=instance_type, instance_count=count, gpus_per_instance=gpus,
-                           usd_per_hour=float(_get(rec, "usd_per_hour", default=0.0)),
+                           usd_per_hour=None if per_machine is None else float(per_machine),
                            job_hours=_get(rec, "job_hours"), job_usd=_get(rec, "job_usd"))
 
 
@@ -220,16 +223,25 @@ def build_training_request(*, model_name: str, hf_id: str, mode: str, params: in
     max_wait = min(MAX_RUNTIME_S, runtime * SPOT_WAIT_FACTOR) if spot else None
     if max_wait is not None and max_wait < runtime:
         max_wait = runtime
-    hourly_all = choice.usd_per_hour * choice.instance_count
-    est_usd = choice.job_usd if choice.job_usd is not None else (
-        choice.job_hours * hourly_all if choice.job_hours is not None else None)
-    max_usd = round(runtime / 3600 * hourly_all, 2)
     notes = []
+    if choice.usd_per_hour is None:
+        est_usd = max_usd = None
+        notes.append(f"no price known for {choice.instance_type}: cost unknown")
+    else:
+        hourly_all = choice.usd_per_hour * choice.instance_count
+        est_usd = choice.job_usd if choice.job_usd is not None else (
+            choice.job_hours * hourly_all if choice.job_hours is not None else None)
+        max_usd = round(runtime / 3600 * hourly_all, 2)
     if choice.job_hours is None:
-        notes.append("the plan has no time estimate (give --tokens); max runtime set to 24 h")
+        notes.append("the plan has no time estimate (give --tokens or --dataset); max runtime set to 24 h")
+    if spot:
+        notes.append("costs use the on-demand price; managed spot bills the (lower) spot price actually used")
     if max_cost is not None:
         if max_cost <= 0:
             raise SageMakerError(f"--max-cost must be positive, got {max_cost}")
+        if max_usd is None:
+            raise SageMakerError(f"cannot check --max-cost: no price known for {choice.instance_type} in {region}; "
+                                 "`plan prices refresh` updates the catalog")
         judged = est_usd if est_usd is not None else max_usd
         if judged > max_cost:
             what = "estimated cost" if est_usd is not None else "cost at the 24 h time limit"

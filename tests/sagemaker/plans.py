@@ -22,12 +22,15 @@ class Costs:
         return self.data
 
 
-def sm_row(instance_type: str, gpus: int, usd_per_hour: float, hours: float | None = 2.0, count: int = 1,
-           **extra: Any) -> dict[str, Any]:
-    row = {"platform": "sagemaker", "instance_type": instance_type, "gpu_count": gpus * count,
-           "instance_count": count, "strategy": "single" if gpus * count == 1 else "fsdp",
-           "usd_per_hour": usd_per_hour, "job_hours": hours,
-           "job_usd": None if hours is None else round(hours * usd_per_hour * count, 2), "fits": True}
+def sm_row(instance_type: str, gpus: int, usd_per_machine: float | None, hours: float | None = 2.0,
+           machines: int = 1, **extra: Any) -> dict[str, Any]:
+    """A candidate in the shape of pricing.choose.Candidate.to_dict() (usd_per_hour: all machines)."""
+    total = None if usd_per_machine is None else usd_per_machine * machines
+    row = {"instance_type": instance_type, "platform": "sagemaker", "region": "us-east-1", "usage": "training",
+           "gpus_per_machine": gpus, "fits": True, "reason": "fits", "machines": machines,
+           "gpu_count": gpus * machines, "strategy": "single-gpu" if gpus * machines == 1 else "fsdp",
+           "usd_per_hour_per_machine": usd_per_machine, "usd_per_hour": total, "job_hours": hours,
+           "job_usd": None if hours is None or total is None else round(hours * total, 2)}
     row.update(extra)
     return row
 
@@ -39,19 +42,19 @@ ONE_GPU = Costs({"recommendation": sm_row("ml.g5.2xlarge", 1, 1.515),
 FOUR_GPU = Costs({"recommendation": sm_row("ml.g5.12xlarge", 4, 7.09),
                   "candidates": [sm_row("ml.g5.12xlarge", 4, 7.09)]})
 # Two machines of 8 GPUs: Torchrun on 2 nodes.
-TWO_NODES = Costs({"recommendation": sm_row("ml.p4d.24xlarge", 8, 25.25, count=2),
-                   "candidates": [sm_row("ml.p4d.24xlarge", 8, 25.25, count=2)]})
+TWO_NODES = Costs({"recommendation": sm_row("ml.p4d.24xlarge", 8, 25.25, machines=2),
+                   "candidates": [sm_row("ml.p4d.24xlarge", 8, 25.25, machines=2)]})
 # EC2 is cheaper and recommended; the SageMaker fit must be picked from the candidates,
 # and the SageMaker row that does not fit must be skipped although it is cheaper.
-EC2_FIRST = Costs({"recommendation": {"platform": "ec2", "instance_type": "g5.2xlarge", "gpu_count": 1,
-                                      "usd_per_hour": 1.212, "job_hours": 2.0, "job_usd": 2.42, "fits": True},
-                   "candidates": [{"platform": "ec2", "instance_type": "g5.2xlarge", "gpu_count": 1,
-                                   "usd_per_hour": 1.212, "job_hours": 2.0, "job_usd": 2.42, "fits": True},
+EC2_ROW = {**sm_row("g5.2xlarge", 1, 1.212), "platform": "ec2", "usage": "on-demand"}
+EC2_FIRST = Costs({"recommendation": EC2_ROW,
+                   "candidates": [EC2_ROW,
                                   sm_row("ml.g4dn.xlarge", 1, 0.736, fits=False),
                                   sm_row("ml.g5.2xlarge", 1, 1.515)]})
 # Only EC2 machines: no SageMaker candidate at all.
-EC2_ONLY = Costs({"recommendation": EC2_FIRST.data["recommendation"],
-                  "candidates": [EC2_FIRST.data["recommendation"]]})
+EC2_ONLY = Costs({"recommendation": EC2_ROW, "candidates": [EC2_ROW]})
+# A SageMaker machine without a known price.
+UNPRICED = Costs({"recommendation": sm_row("ml.g5.2xlarge", 1, None), "candidates": [sm_row("ml.g5.2xlarge", 1, None)]})
 
 
 @dataclass
