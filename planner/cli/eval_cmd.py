@@ -1,0 +1,84 @@
+"""``plan eval NAME --dataset FILE``: task metrics with and without the adapter, and the forgetting check."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from . import app
+from .output import console, info, warn
+
+
+def _fmt(value: float | None, digits: int = 4) -> str:
+    return "-" if value is None else f"{value:.{digits}g}"
+
+
+@app.command("eval")
+def eval_adapter(
+    name: str = typer.Argument(..., help="Adapter: a name from `plan adapters list`, or an adapter directory."),
+    dataset: Path = typer.Option(..., "--dataset", help="Task eval data (JSONL/JSON/CSV/Parquet: text, prompt/completion or messages)."),
+    general: Optional[Path] = typer.Option(None, "--general", help="General-text file for the forgetting check (default: the shipped set)."),
+    base: Optional[str] = typer.Option(None, "--base", help="Base model (default: the adapter's recorded base)."),
+    threshold: Optional[float] = typer.Option(None, "--threshold", help="Flag forgetting above this rise of general-text perplexity (default 0.10 = +10%)."),
+    max_examples: Optional[int] = typer.Option(None, "--max-examples", help="Score only the first N task records."),
+    exact_match: bool = typer.Option(True, "--exact-match/--no-exact-match", help="Greedy-generate each completion and compare."),
+    track: bool = typer.Option(True, "--track/--no-track", help="Log the results to MLflow."),
+    experiment: Optional[str] = typer.Option(None, "--experiment", help="MLflow experiment (default: the training run's)."),
+    fail_on_forgetting: bool = typer.Option(False, "--fail-on-forgetting", help="Exit 1 when forgetting is flagged."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Loss, perplexity and exact match on TASK data with and without the adapter; forgetting verdict."""
+    from backend.adapter_io import find_adapter
+    from backend.evaluate import DEFAULT_FORGETTING_THRESHOLD, evaluate_adapter
+    from backend.store import AdapterStore
+
+    store = AdapterStore()
+    ref = find_adapter(name, base_model=base, store=store)
+    report = evaluate_adapter(ref, dataset, general, max_examples=max_examples, exact_match=exact_match,
+                              threshold=DEFAULT_FORGETTING_THRESHOLD if threshold is None else threshold)
+    result = report.to_dict()
+    training_run = (store.get(ref.store_name).metadata.get("mlflow") or {}) if ref.store_name else {}
+    if track:
+        result["mlflow"] = _track(report, training_run, experiment)
+    if ref.store_name:
+        store.update_metadata(ref.store_name, eval=result)
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+    else:
+        _render(report)
+    if fail_on_forgetting and report.verdict.forgetting:
+        raise typer.Exit(1)
+
+
+def _track(report, training_run: dict, experiment: str | None) -> dict | None:
+    from backend.tracking import DEFAULT_EXPERIMENT, default_tracking_uri, mlflow_available
+
+    if not mlflow_available():
+        warn("mlflow is not installed: results not tracked (pip install '.[train]')")
+        return None
+    from backend.evaluate import log_to_mlflow
+
+    uri = training_run.get("tracking_uri") or default_tracking_uri(Path.cwd())
+    exp = experiment or training_run.get("experiment") or DEFAULT_EXPERIMENT
+    run_id = log_to_mlflow(report, uri, exp, parent_run_id=training_run.get("run_id"))
+    info(f"MLflow run {run_id} in experiment '{exp}' at {uri}")
+    return {"tracking_uri": uri, "experiment": exp, "run_id": run_id}
+
+
+def _render(report) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"Adapter {report.adapter} on {report.base_model}", title_justify="left")
+    for col in ("set", "metric", "without adapter", "with adapter"):
+        table.add_column(col, justify="left" if col in ("set", "metric") else "right")
+    for label, comp in (("task", report.task), ("general", report.general)):
+        table.add_row(label, "loss", _fmt(comp.base.loss), _fmt(comp.adapter.loss))
+        table.add_row(label, "perplexity", _fmt(comp.base.perplexity), _fmt(comp.adapter.perplexity))
+        if comp.base.exact_match is not None:
+            table.add_row(label, "exact match", f"{comp.base.exact_match:.1%}", f"{comp.adapter.exact_match:.1%}")
+        table.add_row(label, "tokens scored", str(comp.base.tokens), str(comp.adapter.tokens))
+    c = console()
+    c.print(table)
+    c.print(report.verdict.message)
