@@ -72,6 +72,11 @@ def plan(
               optimizer=optimizer, attention=attention, adapters=adapters, max_lora_rank=max_lora_rank)
     est = estimate(model, job)
     result = est.to_dict()
+    vllm = None
+    if job.adapters:  # the production twin of `plan serve` (planner/vllm.py)
+        from ..vllm import vllm_command_for
+        vllm = vllm_command_for(est.model.hf_id or model, job)
+        result["vllm"] = vllm.to_dict()
 
     costs = None
     if not no_pricing:
@@ -90,6 +95,9 @@ def plan(
         if costs is not None:
             from pricing.render import render_costs
             render_costs(console(), costs)
+        if vllm is not None:
+            console().print("Serve it in production with vLLM:\n  " + vllm.text
+                            + "".join(f"\n  note: {n}" for n in vllm.notes), soft_wrap=True)
     if costs is not None and getattr(costs, "exit_code", 0) and not execute:
         raise typer.Exit(costs.exit_code)
 
