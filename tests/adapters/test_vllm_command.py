@@ -61,3 +61,21 @@ def test_command_from_a_planned_job():
     assert argv[argv.index("--max-lora-rank") + 1] == "8"
     with pytest.raises(PlannerError, match="--adapters N"):
         vllm_command_for("m", Job(mode="inference"))
+
+
+def test_plan_inference_with_adapters_prints_the_command(capsys):
+    import json
+
+    from planner.cli import main
+
+    assert main(["llama3-8b", "--mode", "inference", "--adapters", "2", "--max-lora-rank", "32",
+                 "--no-pricing", "--json"]) == 0
+    vllm = json.loads(capsys.readouterr().out)["vllm"]
+    assert vllm["argv"][:3] == ["vllm", "serve", "meta-llama/Meta-Llama-3-8B"]
+    assert vllm["argv"][vllm["argv"].index("--max-lora-rank") + 1] == "32"
+    assert main(["llama3-8b", "--mode", "inference", "--adapters", "2", "--no-pricing"]) == 0
+    out = capsys.readouterr().out
+    assert "Serve it in production with vLLM:" in out
+    assert "--lora-modules adapter1=/path/to/adapter1 adapter2=/path/to/adapter2 --max-loras 2" in out
+    assert main(["llama3-8b", "--mode", "inference", "--no-pricing", "--json"]) == 0
+    assert "vllm" not in json.loads(capsys.readouterr().out)
