@@ -101,6 +101,14 @@ def layer_saved(spec: ModelSpec, job: Job, seq: int) -> int:
     return norms + attn + mlp + linears
 
 
+def released_before_peak(spec: ModelSpec, job: Job) -> int:
+    """Bytes per token of the recomputed layer already freed when its backward peaks: the down
+    projection's LoRA input (fp32), consumed by lora_A's backward just before."""
+    if job.mode not in ("lora", "qlora"):
+        return 0
+    return sum(4 * n_in for name, n_in, _ in lora_targets(spec, job) if name in ("down_proj", "w2"))
+
+
 def layer_input(spec: ModelSpec, job: Job) -> int:
     """Bytes per token of a layer's input: what non-reentrant checkpointing keeps per layer."""
     return recipe(spec, job).residual * spec.hidden_size

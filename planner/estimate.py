@@ -65,6 +65,9 @@ class MemoryEstimate:
     phase: str
     seed_rule: SeedRule
     notes: tuple[str, ...] = field(default=())
+    # Every candidate moment of the step with its terms (the peak is the largest); sharding
+    # can move the peak to another phase, so pricing re-checks them all.
+    phases: tuple[tuple[str, tuple[MemoryTerm, ...]], ...] = field(default=())
 
     @property
     def breakdown(self) -> dict[str, int]:
@@ -98,6 +101,7 @@ class MemoryEstimate:
                 "cuda_context_bytes": self.cuda_context_bytes,
                 "total_bytes": self.total_bytes,
                 "phase": self.phase,
+                "phases": {name: sum(t.bytes for t in terms) for name, terms in self.phases},
                 "breakdown": self.breakdown,
                 "terms": [t.to_dict() for t in self.terms],
             },

@@ -48,9 +48,11 @@ def _optimizer(job: Job, n_trainable: int, param_bytes: int) -> tuple[int, int, 
 def build_estimate(spec: ModelSpec, params: ParamCounts, job: Job) -> MemoryEstimate:
     if job.mode == "inference":
         terms, phase, notes = _inference(spec, params, job)
+        phases = ((phase, tuple(terms)),)
     else:
-        terms, phase, notes = _training(spec, params, job)
+        terms, phase, notes, phases = _training(spec, params, job)
     terms = tuple(t for t in terms if t.bytes > 0)
+    phases = tuple((name, tuple(t for t in ts if t.bytes > 0)) for name, ts in phases)
     peak = sum(t.bytes for t in terms)
     slack = int(peak * ALLOCATOR_SLACK)
     n_train = trainable_params(spec, params, job)
@@ -60,7 +62,7 @@ def build_estimate(spec: ModelSpec, params: ParamCounts, job: Job) -> MemoryEsti
     return MemoryEstimate(model=spec, params=params, job=job, trainable_params=n_train, terms=terms,
                           peak_allocated_bytes=peak, allocator_slack_bytes=slack, cuda_context_bytes=CUDA_CONTEXT,
                           total_bytes=peak + slack + CUDA_CONTEXT, phase=phase,
-                          seed_rule=seed_rule(params, job, n_train), notes=notes)
+                          seed_rule=seed_rule(params, job, n_train), notes=notes, phases=phases)
 
 
 def _inference(spec: ModelSpec, params: ParamCounts, job: Job):
@@ -177,8 +179,10 @@ def _training(spec: ModelSpec, params: ParamCounts, job: Job):
         top.append(MemoryTerm("dequantization buffer", 2 * biggest, "activations",
                               "largest 4-bit linear dequantized to bf16 in its backward", "bitsandbytes MatMul4Bit"))
     if ckpt:
-        top.insert(0, MemoryTerm("recomputed layer", saved_layer * tokens, "activations",
-                                 f"{saved_layer:,} B/token x {tokens:,} tokens", "torch.utils.checkpoint"))
+        kept = saved_layer - act.released_before_peak(spec, job)
+        top.insert(0, MemoryTerm("recomputed layer", kept * tokens, "activations",
+                                 f"{kept:,} B/token x {tokens:,} tokens (saved tensors still alive)",
+                                 "torch.utils.checkpoint"))
     grads_top = 0
     if job.mode == "full":
         grads_top = (spec.vocab_size * spec.hidden_size + params.total // max(L, 1)) * param_bytes
@@ -196,4 +200,4 @@ def _training(spec: ModelSpec, params: ParamCounts, job: Job):
     if not ckpt and job.mode == "qlora":
         notes.append("without gradient checkpointing QLoRA's fp32 q/k/v use SDPA's math kernel, which keeps "
                      "seq x seq attention probabilities per layer")
-    return terms, phase, tuple(notes)
+    return terms, phase, tuple(notes), tuple((name, tuple(ts)) for name, ts in phases)
