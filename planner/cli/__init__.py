@@ -53,6 +53,21 @@ def user_errors() -> tuple[type[BaseException], ...]:
     return (PlannerError,)
 
 
+def _click_modules() -> list:
+    """click's exception module, and typer's vendored copy (typer >= 0.26 ships its own click)."""
+    mods = [click.exceptions]
+    try:
+        from typer._click import exceptions as vendored
+        mods.append(vendored)
+    except ImportError:
+        pass
+    return mods
+
+
+def _click_types(name: str) -> tuple[type[BaseException], ...]:
+    return tuple(getattr(m, name) for m in _click_modules() if hasattr(m, name))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point: run the app, translating user errors at this one boundary."""
     debug = bool(os.environ.get("PLAN_DEBUG"))
@@ -65,16 +80,19 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except click.exceptions.Abort:
+    except _click_types("Abort"):
         print("aborted", file=sys.stderr)
         return 1
-    except click.ClickException as exc:
+    except _click_types("ClickException") as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError" and getattr(exc, "ctx", None) is not None:
+            print(exc.ctx.get_help())  # type: ignore[attr-defined]
+            return 0
         if debug:
             raise
-        print(f"error: {exc.format_message()}", file=sys.stderr)
-        return exc.exit_code or 2
-    except click.exceptions.Exit as exc:
-        return exc.exit_code
+        print(f"error: {exc.format_message()}", file=sys.stderr)  # type: ignore[attr-defined]
+        return getattr(exc, "exit_code", 2) or 2
+    except _click_types("Exit") as exc:
+        return getattr(exc, "exit_code", 0)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
@@ -82,4 +100,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run() -> None:  # pragma: no cover - console script wrapper
-    sys.exit(main())
+    try:
+        code = main()
+        sys.stdout.flush()
+    except BrokenPipeError:  # `plan ... | head`: the reader left; not an error worth a traceback
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 0
+    sys.exit(code)

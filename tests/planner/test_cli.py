@@ -55,6 +55,8 @@ def test_all_contract_flags_are_accepted(capsys):
     (["llama3-8b", "--lora-r", "0"], "LoRA rank must be positive"),
     (["llama3-8b", "--lora-targets", "foo_proj"], "--lora-targets foo_proj not in"),
     (["./missing/config.json"], "no such file"),
+    (["llama3-8b", "--seq-len", "abc"], "Invalid value for '--seq-len'"),
+    (["llama3-8b", "--bogus"], "No such option: --bogus"),
 ])
 def test_bad_input_is_one_line(args, message):
     res = run_cli(*args, "--no-pricing")
@@ -100,3 +102,8 @@ def test_golden_human_output(name, args):
     if os.environ.get("UPDATE_GOLDEN"):
         path.write_text(res.stdout)
     assert res.stdout == path.read_text()
+
+
+def test_no_arguments_prints_help():
+    res = run_cli()
+    assert res.returncode == 0 and "Usage: plan" in res.stdout and res.stderr == ""
