@@ -84,3 +84,15 @@ def load_base(model: str, dtype: str = "auto", device: str | None = None) -> tup
     except OSError as exc:
         raise PlannerError(f"cannot load base model '{model}': {str(exc).splitlines()[0]}") from None
     return net.to(device).eval(), tokenizer
+
+
+def load_with_adapter(ref: AdapterRef, dtype: str = "auto", device: str | None = None) -> tuple[Any, Any]:
+    """(PeftModel of base + adapter, tokenizer); an adapter made for another base is a PlannerError."""
+    from peft import PeftModel
+
+    base, tokenizer = load_base(ref.base_model, dtype, device)
+    try:
+        return PeftModel.from_pretrained(base, str(ref.path)).eval(), tokenizer
+    except Exception as exc:  # shape mismatch: trained on another base
+        raise PlannerError(f"adapter {ref.path} does not fit base '{ref.base_model}': "
+                           f"{str(exc).splitlines()[0][:300]}") from None

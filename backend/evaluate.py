@@ -14,7 +14,7 @@ from typing import Any
 
 from planner.errors import PlannerError
 
-from .adapter_io import AdapterRef, load_base
+from .adapter_io import AdapterRef, load_with_adapter
 
 GENERAL_TEXT = Path(__file__).parent / "data" / "general_text.txt"
 # Flag forgetting when general-text perplexity rises by more than this fraction. A heuristic:
@@ -233,8 +233,6 @@ def evaluate_adapter(ref: AdapterRef, dataset: str | Path, general: str | Path |
                      threshold: float = DEFAULT_FORGETTING_THRESHOLD, max_examples: int | None = None,
                      exact_match: bool = True, dtype: str = "auto", device: str | None = None) -> EvalReport:
     """Task metrics on ``dataset`` and the forgetting verdict on ``general`` (default: the shipped set)."""
-    from peft import PeftModel
-
     from .adapter_io import default_device
     from .data import load_split
 
@@ -248,12 +246,7 @@ def evaluate_adapter(ref: AdapterRef, dataset: str | Path, general: str | Path |
         raise PlannerError(f"cannot read general-text set {general_path}: {exc}") from None
     forgetting_verdict(1.0, 1.0, threshold)  # check the threshold before loading the model
     device = device or default_device()
-    base, tokenizer = load_base(ref.base_model, dtype, device)
-    try:
-        model = PeftModel.from_pretrained(base, str(ref.path)).eval()
-    except Exception as exc:  # shape mismatch: trained on another base
-        raise PlannerError(f"adapter {ref.path} does not fit base '{ref.base_model}': "
-                           f"{str(exc).splitlines()[0][:300]}") from None
+    model, tokenizer = load_with_adapter(ref, dtype, device)
     examples = task_examples(data, tokenizer)[:max_examples]
     task = _compare(model, tokenizer, str(dataset), examples, device, exact_match and data.format != "text")
     windows = general_examples(general_text, tokenizer, window=context_window(model, tokenizer))

@@ -16,7 +16,7 @@ from typing import Any
 
 from planner.errors import PlannerError
 
-from .adapter_io import AdapterRef, adapter_config, load_base
+from .adapter_io import AdapterRef, adapter_config, load_with_adapter
 
 MERGE_DTYPES = ("bf16", "fp32")
 MERGE_RECORD = "plan_merge.json"
@@ -97,16 +97,9 @@ def merge_adapter(ref: AdapterRef, output_dir: str | Path, *, dtype: str = "bf16
     are compared and the largest absolute difference is returned with the largest logit
     (fp32: ~1e-6 apart; bf16: the rounding of the merged weights, ~1% of the logit scale).
     """
-    from peft import PeftModel
-
     output_dir = Path(output_dir).expanduser()
     check_mergeable(ref, dtype, output_dir)
-    base, tokenizer = load_base(ref.base_model, dtype, device)
-    try:
-        model = PeftModel.from_pretrained(base, str(ref.path)).eval()
-    except Exception as exc:  # shape mismatch: the adapter was trained on another base
-        raise PlannerError(f"adapter {ref.path} does not fit base '{ref.base_model}': "
-                           f"{str(exc).splitlines()[0][:300]}") from None
+    model, tokenizer = load_with_adapter(ref, dtype, device)
     vocab = model.get_input_embeddings().weight.shape[0]
     before = _probe_logits(model, vocab, device) if verify else None
     merged = model.merge_and_unload()

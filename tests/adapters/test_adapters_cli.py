@@ -42,7 +42,8 @@ def test_plan_serve_process_answers_then_stops_on_ctrl_c(stored, plan_home, tiny
     env = {**os.environ, "PLAN_HOME": str(plan_home), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT),
            "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "planner", "serve", str(tiny_base), "--served-model-name", "tiny",
-                             "--adapter", "caps", "--adapter", f"swapped={two_adapters['swapped']}", "--port", "0"],
+                             "--adapter", "caps", "--adapter", f"swapped={two_adapters['swapped']}",
+                             "--port", "0", "--dtype", "fp32"],
                             env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         url, deadline = None, time.time() + 120

@@ -49,7 +49,7 @@ def references(tiny_base, two_adapters):
 
 @pytest.fixture(scope="module")
 def server(tiny_base, two_adapters):
-    host = AdapterHost(str(tiny_base), base_name="tiny")
+    host = AdapterHost(str(tiny_base), base_name="tiny", dtype="fp32", device="cpu")
     for name, path in two_adapters.items():
         host.load_adapter(name, path)
     running = start_server(host, "127.0.0.1", 0)
@@ -183,7 +183,7 @@ def test_bad_requests_get_a_json_4xx_and_the_server_lives_on(server, method, pat
 
 
 def test_load_and_unload_at_run_time(tiny_base, two_adapters, references):
-    host = AdapterHost(str(tiny_base), base_name="tiny")
+    host = AdapterHost(str(tiny_base), base_name="tiny", dtype="fp32", device="cpu")
     running = start_server(host, "127.0.0.1", 0)
     try:
         url = running.url
@@ -221,7 +221,7 @@ def test_an_adapter_for_another_base_is_refused_and_the_server_stays_whole(tiny_
 
     other = make_tiny_model(tmp_path / "wide", hidden=48, heads=4, kv_heads=2)
     foreign = train_lora(other, tmp_path / "foreign", ["the sky is blue ."], steps=2)
-    host = AdapterHost(str(tiny_base), base_name="tiny")
+    host = AdapterHost(str(tiny_base), base_name="tiny", dtype="fp32", device="cpu")
     running = start_server(host, "127.0.0.1", 0)
     try:
         before = complete(running.url, "tiny", PROMPT)
