@@ -154,7 +154,7 @@ def _handmade(model="llama3-8b", **kinds):
     terms = tuple(MemoryTerm(k, int(v * GIB), k, "hand-made") for k, v in kinds.items())
     peak = sum(t.bytes for t in terms)
     return replace(base, terms=terms, peak_allocated_bytes=peak, allocator_slack_bytes=0, cuda_context_bytes=0,
-                   total_bytes=peak)
+                   total_bytes=peak, phases=(("hand-made", terms),))
 
 
 def test_fsdp_rule_exact_numbers():
