@@ -21,7 +21,7 @@ from typing import Any
 from .errors import SageMakerError, aws_errors
 from .request import (CHECKPOINT_DIR, DATA_DIR, MODEL_DIR, PLAN_FILE, REQUIREMENTS_FILE, SECRET_ENV,
                       TrainingRequest, build_training_request, check_no_secrets, hyperparameters_for,
-                      sagemaker_choice)
+                      sagemaker_candidate, sagemaker_choice)
 
 BACKEND_DIR = Path(__file__).resolve().parent.parent
 PLANNER_DIR = BACKEND_DIR.parent / "planner"
@@ -138,7 +138,8 @@ def prepare(model_name: str, est: Any, costs: Any, opts: Any, session: Any) -> T
     from .aws import check_role, check_s3_input, content_digest, resolve_bucket
 
     plan = est.to_dict()
-    choice = sagemaker_choice(costs.to_dict() if costs is not None else None)
+    costs_dict = costs.to_dict() if costs is not None else None
+    choice = sagemaker_choice(costs_dict)
     role = check_role(getattr(opts, "role", None))
     dataset = str(getattr(opts, "dataset", None) or "")
     if not dataset:
@@ -153,12 +154,16 @@ def prepare(model_name: str, est: Any, costs: Any, opts: Any, session: Any) -> T
     hp = hyperparameters_for(max_steps=opts.max_steps, epochs=opts.epochs, learning_rate=opts.learning_rate,
                              save_steps=opts.save_steps, experiment=opts.experiment)
     check_no_secrets(hp, secrets)
+    env: dict[str, str] = {}
+    if choice.instance_count * choice.gpus_per_instance > 1:
+        from .sharding import launch_settings
+        env, _block = launch_settings(est, sagemaker_candidate(costs_dict))
     return build_training_request(
         model_name=model_name, hf_id=plan["model"]["hf_id"] or model_name, mode=plan["mode"],
         params=int(plan["model"]["params"]), choice=choice, region=session.region_name, role_arn=role,
         bucket=bucket, dataset=dataset, image_uri=training_image(session.region_name, choice.instance_type),
         stamp=datetime.now().strftime("%Y%m%d%H%M%S"), spot=bool(opts.spot), max_cost=opts.max_cost,
-        hyperparameters=hp, secret_env=tuple(secrets), dataset_digest=digest)
+        hyperparameters=hp, secret_env=tuple(secrets), dataset_digest=digest, environment=env)
 
 
 def plan_file(model_name: str, est: Any, costs: Any, request: TrainingRequest) -> dict[str, Any]:
@@ -179,6 +184,9 @@ def plan_file(model_name: str, est: Any, costs: Any, request: TrainingRequest) -
             "training": {k: v for k, v in training.items() if v is not None}, "request": request.to_dict()}
     if costs is not None:
         plan["costs"] = costs.to_dict()
+        if request.instance_count * request.gpus_per_instance > 1:
+            from .sharding import launch_settings
+            plan["distributed"] = launch_settings(est, sagemaker_candidate(plan["costs"]))[1]
     return plan
 
 

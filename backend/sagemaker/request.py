@@ -45,6 +45,7 @@ class SageMakerChoice:
     usd_per_hour: float | None     # per machine (None: no price known)
     job_hours: float | None
     job_usd: float | None          # all instances, whole job
+    strategy: str | None = None    # pricing's strategy (single-gpu, data-parallel, fsdp, fsdp-qlora...)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -116,8 +117,8 @@ def _fits(row: Mapping[str, Any]) -> bool:
     return bool(_get(row, "fits", "kept", default=True))
 
 
-def sagemaker_choice(costs: Mapping[str, Any] | None) -> SageMakerChoice:
-    """The SageMaker machine of a pricing result (``costs.to_dict()``).
+def sagemaker_candidate(costs: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The SageMaker row of a pricing result (``costs.to_dict()``).
 
     The recommendation when it is a SageMaker instance, else the cheapest SageMaker candidate
     that fits; a clear error when the plan has none.
@@ -126,13 +127,19 @@ def sagemaker_choice(costs: Mapping[str, Any] | None) -> SageMakerChoice:
         raise SageMakerError("the plan has no prices, so no SageMaker instance was chosen; run without "
                              "--no-pricing and with --platform sagemaker (or any)")
     rec = costs.get("recommendation") or {}
-    if not (rec and _is_sagemaker(rec) and _fits(rec)):
-        options = [c for c in costs.get("candidates") or () if _is_sagemaker(c) and _fits(c)]
-        if not options:
-            raise SageMakerError("no SageMaker instance fits this plan; try --platform sagemaker with more "
-                                 "--max-gpus, a smaller --seq-len/--batch-size, or --mode qlora")
-        rec = min(options, key=lambda c: (_get(c, "job_usd", default=math.inf) or math.inf,
-                                          _get(c, "usd_per_hour", default=math.inf)))
+    if rec and _is_sagemaker(rec) and _fits(rec):
+        return dict(rec)
+    options = [c for c in costs.get("candidates") or () if _is_sagemaker(c) and _fits(c)]
+    if not options:
+        raise SageMakerError("no SageMaker instance fits this plan; try --platform sagemaker with more "
+                             "--max-gpus, a smaller --seq-len/--batch-size, or --mode qlora")
+    return dict(min(options, key=lambda c: (_get(c, "job_usd", default=math.inf),
+                                            _get(c, "usd_per_hour", default=math.inf))))
+
+
+def sagemaker_choice(costs: Mapping[str, Any] | None) -> SageMakerChoice:
+    """The plan's SageMaker machine as plain numbers (see ``sagemaker_candidate``)."""
+    rec = sagemaker_candidate(costs)
     instance_type = str(rec["instance_type"])
     if not instance_type.startswith("ml."):
         instance_type = f"ml.{instance_type}"
@@ -143,7 +150,8 @@ def sagemaker_choice(costs: Mapping[str, Any] | None) -> SageMakerChoice:
         per_machine = float(rec["usd_per_hour"]) / count  # pricing's usd_per_hour is for all machines
     return SageMakerChoice(instance_type=instance_type, instance_count=count, gpus_per_instance=gpus,
                            usd_per_hour=None if per_machine is None else float(per_machine),
-                           job_hours=_get(rec, "job_hours"), job_usd=_get(rec, "job_usd"))
+                           job_hours=_get(rec, "job_hours"), job_usd=_get(rec, "job_usd"),
+                           strategy=_get(rec, "strategy"))
 
 
 def max_runtime_seconds(job_hours: float | None) -> int:
@@ -205,7 +213,7 @@ def build_training_request(*, model_name: str, hf_id: str, mode: str, params: in
                            spot: bool = False, max_cost: float | None = None,
                            hyperparameters: Mapping[str, str] | None = None,
                            secret_env: tuple[str, ...] = (), dataset_digest: str | None = None,
-                           ) -> TrainingRequest:
+                           environment: Mapping[str, str] | None = None) -> TrainingRequest:
     """The full request for one training job, or a SageMakerError (cost over cap, bad input)."""
     if not dataset:
         raise SageMakerError("SageMaker training needs --dataset (a local JSONL/JSON/CSV/Parquet file or folder, "
@@ -262,7 +270,7 @@ def build_training_request(*, model_name: str, hf_id: str, mode: str, params: in
         distributed=distributed, processes_per_node=choice.gpus_per_instance, spot=spot,
         max_runtime_s=runtime, max_wait_s=max_wait, entry_script=ENTRY_SCRIPT, requirements=REQUIREMENTS_FILE,
         hyperparameters=dict(hyperparameters or hyperparameters_for()),
-        environment={"PLAN_JOB_NAME": job_name, "HF_HUB_DISABLE_TELEMETRY": "1"},
+        environment={"PLAN_JOB_NAME": job_name, "HF_HUB_DISABLE_TELEMETRY": "1", **(environment or {})},
         secret_env=tuple(secret_env), dataset=dataset, dataset_s3_uri=dataset_s3_uri,
         output_s3_uri=f"{root}/output", checkpoint_s3_uri=f"{root}/checkpoints/{job_name}",
         tags=tags, usd_per_hour=choice.usd_per_hour, estimated_hours=choice.job_hours,

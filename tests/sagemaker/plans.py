@@ -23,12 +23,12 @@ class Costs:
 
 
 def sm_row(instance_type: str, gpus: int, usd_per_machine: float | None, hours: float | None = 2.0,
-           machines: int = 1, **extra: Any) -> dict[str, Any]:
+           machines: int = 1, strategy: str | None = None, **extra: Any) -> dict[str, Any]:
     """A candidate in the shape of pricing.choose.Candidate.to_dict() (usd_per_hour: all machines)."""
     total = None if usd_per_machine is None else usd_per_machine * machines
     row = {"instance_type": instance_type, "platform": "sagemaker", "region": "us-east-1", "usage": "training",
            "gpus_per_machine": gpus, "fits": True, "reason": "fits", "machines": machines,
-           "gpu_count": gpus * machines, "strategy": "single-gpu" if gpus * machines == 1 else "fsdp",
+           "gpu_count": gpus * machines, "strategy": strategy or ("single-gpu" if gpus * machines == 1 else "fsdp"),
            "usd_per_hour_per_machine": usd_per_machine, "usd_per_hour": total, "job_hours": hours,
            "job_usd": None if hours is None or total is None else round(hours * total, 2)}
     row.update(extra)
@@ -38,10 +38,10 @@ def sm_row(instance_type: str, gpus: int, usd_per_machine: float | None, hours: 
 # One A10G, $1.515/h (SMK-A price of ml.g5.2xlarge), 2 h: $3.03 estimated.
 ONE_GPU = Costs({"recommendation": sm_row("ml.g5.2xlarge", 1, 1.515),
                  "candidates": [sm_row("ml.g5.2xlarge", 1, 1.515)]})
-# Four A10Gs on one machine: Torchrun with 4 processes.
-FOUR_GPU = Costs({"recommendation": sm_row("ml.g5.12xlarge", 4, 7.09),
-                  "candidates": [sm_row("ml.g5.12xlarge", 4, 7.09)]})
-# Two machines of 8 GPUs: Torchrun on 2 nodes.
+# Four A10Gs on one machine, a replica on each: Torchrun with 4 processes, plain data parallelism.
+FOUR_GPU = Costs({"recommendation": sm_row("ml.g5.12xlarge", 4, 7.09, strategy="data-parallel"),
+                  "candidates": [sm_row("ml.g5.12xlarge", 4, 7.09, strategy="data-parallel")]})
+# Two machines of 8 GPUs, the model sharded (FSDP): Torchrun on 2 nodes + accelerate's FSDP settings.
 TWO_NODES = Costs({"recommendation": sm_row("ml.p4d.24xlarge", 8, 25.25, machines=2),
                    "candidates": [sm_row("ml.p4d.24xlarge", 8, 25.25, machines=2)]})
 # EC2 is cheaper and recommended; the SageMaker fit must be picked from the candidates,

@@ -109,6 +109,7 @@ def test_four_gpus_run_under_torchrun(aws, sent, dataset, capsys):
     distributed = json.loads(s3_text(aws, f"{drivers}/distributed.json"))
     assert distributed["process_count_per_node"] == 4
     assert "torchrun" in s3_text(aws, f"{drivers}/sm_train.sh").lower()
+    assert "ACCELERATE_USE_FSDP" not in body["Environment"]  # data parallel: a replica per GPU
 
 
 def test_two_machines_run_under_torchrun(aws, sent, dataset, capsys):
@@ -119,6 +120,14 @@ def test_two_machines_run_under_torchrun(aws, sent, dataset, capsys):
                                       "VolumeSizeInGB": out["request"]["volume_size_gb"]}
     assert out["request"]["distributed"] == "torchrun" and out["request"]["processes_per_node"] == 8
     assert out["request"]["estimated_usd"] == 101.0  # 2 h x $25.25 x 2 machines
+    # the plan shards the model: the processes get accelerate's FSDP settings (QLoRA: FSDP-QLoRA)
+    env = body["Environment"]
+    assert env["ACCELERATE_USE_FSDP"] == "true" and env["FSDP_SHARDING_STRATEGY"] == "FULL_SHARD"
+    assert env["FSDP_TRANSFORMER_CLS_TO_WRAP"] == "Qwen2DecoderLayer"
+    channels = {c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"] for c in body["InputDataConfig"]}
+    plan = json.loads(s3_text(aws, f"{channels['code']}/plan.json"))
+    assert plan["distributed"]["strategy"] == "fsdp-qlora" and plan["distributed"]["num_machines"] == 2
+    assert plan["distributed"]["num_processes"] == 16
 
 
 def test_dry_run_prints_the_request_and_creates_nothing(aws, sent, dataset, capsys, monkeypatch):

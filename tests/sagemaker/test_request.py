@@ -11,8 +11,8 @@ from .plans import EC2_FIRST, EC2_ONLY, ONE_GPU, TWO_NODES, UNPRICED
 
 
 def test_the_sagemaker_recommendation_is_used_as_is():
-    assert sagemaker_choice(ONE_GPU.to_dict()) == SageMakerChoice("ml.g5.2xlarge", 1, 1, 1.515, 2.0, 3.03)
-    assert sagemaker_choice(TWO_NODES.to_dict()) == SageMakerChoice("ml.p4d.24xlarge", 2, 8, 25.25, 2.0, 101.0)
+    assert sagemaker_choice(ONE_GPU.to_dict()) == SageMakerChoice("ml.g5.2xlarge", 1, 1, 1.515, 2.0, 3.03, "single-gpu")
+    assert sagemaker_choice(TWO_NODES.to_dict()) == SageMakerChoice("ml.p4d.24xlarge", 2, 8, 25.25, 2.0, 101.0, "fsdp")
 
 
 def test_an_ec2_recommendation_falls_back_to_the_cheapest_fitting_sagemaker_candidate():
