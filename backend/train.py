@@ -96,12 +96,12 @@ def train(plan: dict[str, Any], s: Settings) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     if main_process:
         (out / "plan.json").write_text(json.dumps({**plan, "training": asdict(s)}, indent=2) + "\n")
+
+    # 1. data (checked before anything heavy happens)
+    data = load_training_data(s.dataset, s.eval_dataset, s.eval_fraction, seed=s.seed)
     device = describe_device(torch)
     if device["type"] == "cpu" and main_process:
         print("note: no CUDA GPU: training on the CPU (slow); measured memory will be null", file=sys.stderr)
-
-    # 1. data
-    data = load_training_data(s.dataset, s.eval_dataset, s.eval_fraction, seed=s.seed)
 
     # 2. resume point and run record
     previous = run_record.read(out) or {}
@@ -129,6 +129,8 @@ def train(plan: dict[str, Any], s: Settings) -> dict[str, Any]:
     if data.eval:
         record["data"]["eval"]["tokens"] = count_tokens(data.eval, tokenizer)
     compute_dtype = pick_compute_dtype(torch, job, device)
+    from transformers import set_seed
+    set_seed(s.seed)  # LoRA / virtual-token init draws from the RNG: same seed, same run
     model = load_model(s.model, job, compute_dtype, device, plan.get("distributed") or {})
     model = wrap_peft(model, job)
 

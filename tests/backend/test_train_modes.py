@@ -1,0 +1,128 @@
+"""Each mode trains the tiny model end to end on the CPU with real TRL/PEFT/bitsandbytes; loss falls.
+
+In-process (``backend.train.train``) to share imports; the kill-and-resume test runs the same
+script as a child process. ~30 steps on 16 memorization records, seq 32, batch 4.
+"""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from backend.store import AdapterStore
+from backend.train import Settings, train
+from tests.backend.conftest import make_plan
+from tests.tiny import memorization_records, write_jsonl
+
+pytestmark = pytest.mark.slow
+
+# (mode, learning rate, loss must end below this fraction of the first logged loss)
+CASES = [("qlora", 3e-2, 0.5), ("lora", 3e-2, 0.5), ("full", 1e-2, 0.3), ("prompt-tuning", 3e-1, 0.85)]
+
+
+def run(plan):
+    return train(plan, Settings.from_plan(plan))
+
+
+@pytest.mark.parametrize("mode,lr,fraction", CASES, ids=[c[0] for c in CASES])
+def test_mode_trains_with_falling_loss_and_writes_results(tmp_path, tiny_model, facts_file, mode, lr, fraction):
+    out = tmp_path / f"tiny-{mode}"
+    plan = make_plan(tiny_model, mode, facts_file, out, learning_rate=lr)
+    record = run(plan)
+
+    losses = [e["loss"] for e in record["train_loss"]]
+    assert [e["step"] for e in record["train_loss"]] == [1, 5, 10, 15, 20, 25, 30]
+    assert losses[-1] < fraction * losses[0], losses
+    on_disk = json.loads((out / "run.json").read_text())
+    assert on_disk["status"] == "completed" and on_disk["global_step"] == 30
+    assert on_disk["predicted_peak_allocated_bytes"] == plan["memory"]["peak_allocated_bytes"] > 0
+    assert on_disk["measured_peak_allocated_bytes"] is None  # no GPU here
+    assert on_disk["plan"]["job"]["mode"] == mode and on_disk["eval_loss"] is None
+    assert on_disk["data"]["train"] | {"tokens": 0} == {"source": str(facts_file), "format": "prompt-completion",
+                                                       "records": 16, "fingerprint": on_disk["data"]["train"]["fingerprint"],
+                                                       "tokens": 0}
+    assert on_disk["data"]["train"]["tokens"] == 136  # 8 facts x 2, word-level tokens of prompt + completion
+    assert (out / "tokenizer.json").is_file() and (out / "plan.json").is_file()
+
+    store = AdapterStore()
+    if mode == "full":
+        assert (out / "model.safetensors").is_file() and (out / "config.json").is_file()
+        assert on_disk["artifacts"] == "model" and on_disk["adapter"] is None and store.list() == []
+        return
+    assert (out / "adapter_config.json").is_file() and (out / "adapter_model.safetensors").is_file()
+    [entry] = store.list(base_model=str(tiny_model))
+    assert entry.name == f"tiny-{mode}" == on_disk["adapter"]
+    assert entry.metadata["mode"] == mode and entry.metadata["metrics"]["train_loss"] == losses[-1]
+    assert entry.metadata["dataset"]["fingerprint"] == on_disk["data"]["train"]["fingerprint"]
+    assert entry.metadata["base_revision"].startswith("local-sha256:")
+    peft_type = json.loads((entry.path / "adapter_config.json").read_text())["peft_type"]
+    assert peft_type == ("PROMPT_TUNING" if mode == "prompt-tuning" else "LORA")
+    if mode == "qlora":  # the memory model's recipe: real 4-bit NF4 layers with double quantization
+        cfg = json.loads((out / "checkpoints" / "checkpoint-30" / "adapter_config.json").read_text())
+        assert cfg["r"] == 8 and cfg["lora_alpha"] == 16
+
+
+def test_qlora_loads_real_bitsandbytes_4bit_layers(tiny_model):
+    import torch
+    import bitsandbytes as bnb
+
+    from backend.train import load_model, wrap_peft
+
+    job = {"mode": "qlora", "precision": "int4", "attention": "sdpa", "gradient_checkpointing": True,
+           "lora_r": 8, "lora_alpha": 16, "lora_dropout": 0.0, "lora_targets": "all-linear"}
+    model = wrap_peft(load_model(str(tiny_model), job, torch.float32, {"type": "cpu"}, {}), job)
+    linear4 = [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    assert len(linear4) == 2 * 7  # q, k, v, o, gate, up, down in each of 2 layers
+    assert linear4[0].weight.quant_type == "nf4" and linear4[0].weight.quant_state.nested  # double quant
+    trainable = {n.split(".")[-2] for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {"lora_A", "lora_B"} or trainable <= {"lora_A", "lora_B", "default"}
+
+
+def test_messages_with_eval_split_and_mlflow_tracking(tmp_path, tiny_model):
+    import mlflow
+
+    data = tmp_path / "chat"
+    write_jsonl(data / "train.jsonl", memorization_records("messages", repeat=2))
+    write_jsonl(data / "eval.jsonl", memorization_records("messages")[:4])
+    out = tmp_path / "tiny-lora-chat"
+    plan = make_plan(tiny_model, "lora", data, out, learning_rate=3e-2, max_steps=20, experiment="chat-exp")
+    record = run(plan)
+
+    assert [e["step"] for e in record["eval_loss"]] == [10, 20, 20]  # every save, then the final eval
+    assert record["eval_loss"][-1]["eval_loss"] < record["eval_loss"][0]["eval_loss"]
+    assert record["data"]["eval"]["records"] == 4
+    assert AdapterStore().get("tiny-lora-chat").metadata["metrics"]["eval_loss"] == record["eval_loss"][-1]["eval_loss"]
+
+    uri = f"sqlite:///{out / 'mlflow.db'}"
+    assert record["mlflow"]["tracking_uri"] == uri and record["mlflow"]["experiment"] == "chat-exp"
+    client = mlflow.MlflowClient(uri)
+    run_ = client.get_run(record["mlflow"]["run_id"])
+    assert run_.info.status == "FINISHED"
+    assert client.get_experiment(run_.info.experiment_id).name == "chat-exp"
+    assert run_.data.params["job.mode"] == "lora" and run_.data.params["job.lora_r"] == "8"
+    assert run_.data.params["training.max_steps"] == "20"
+    history = client.get_metric_history(run_.info.run_id, "loss")
+    assert [m.step for m in history] == [e["step"] for e in record["train_loss"]]
+    assert [m.value for m in history] == pytest.approx([e["loss"] for e in record["train_loss"]])
+    assert {m.step for m in client.get_metric_history(run_.info.run_id, "eval_loss")} == {10, 20}
+    artifacts = {a.path for a in client.list_artifacts(run_.info.run_id)}
+    assert artifacts == {"plan.json", "run.json"}
+    assert (out / "mlartifacts").is_dir()  # artifacts stay in the run folder, not ./mlruns
+
+
+def test_bad_plan_and_settings_are_one_line_errors(tmp_path, capsys, tiny_model, facts_file):
+    from backend.train import main
+    from tests.backend.conftest import write_plan
+
+    plan = make_plan(tiny_model, "lora", facts_file, tmp_path / "o")
+    plan["training"]["max_step"] = 3
+    code = main(["--plan", str(write_plan(tmp_path / "p.json", plan))])
+    assert code == 2
+    assert capsys.readouterr().err.startswith("error: plan.json 'training' has unknown field(s) max_step; known: ")
+    (tmp_path / "broken.json").write_text("{")
+    assert main(["--plan", str(tmp_path / "broken.json")]) == 2
+    assert "broken.json line 1: not valid JSON" in capsys.readouterr().err
+    del plan["training"]["max_step"]
+    bad = write_jsonl(tmp_path / "bad.jsonl", [{"prompt": "a", "completion": "b"}, {"prompt": "a"}])
+    assert main(["--plan", str(write_plan(tmp_path / "p.json", plan)), "--dataset", str(bad)]) == 2
+    assert capsys.readouterr().err == f"error: {bad} line 2: missing 'completion'\n"
