@@ -72,7 +72,8 @@ def attention_saved(spec: ModelSpec, rec: Recipe, seq: int) -> int:
     # and its cast back (saved by the matmul); gemma2's logit soft-capping saves a tanh output.
     softcap = c * nh * seq if spec.model_type == "gemma2" else 0
     del window  # the scores are seq x seq even where a sliding mask applies
-    return c * 3 * q + (4 + c) * nh * seq + softcap
+    cast_back = c if c != 4 else 0  # softmax(dtype=fp32).to(q.dtype) is a no-op for fp32 q
+    return c * 3 * q + (4 + cast_back) * nh * seq + softcap
 
 
 def layer_saved(spec: ModelSpec, job: Job, seq: int) -> int:
