@@ -8,6 +8,7 @@ JSON with --json) to stdout. Rerunning the same command resumes from the last co
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -109,7 +110,17 @@ def launch(plan_path: Path) -> int:
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
     cmd = [sys.executable, "-m", "backend.train", "--plan", str(plan_path)]
     try:
-        return subprocess.run(cmd, env=env, stdout=sys.stderr, check=False).returncode
+        try:
+            fd = sys.stderr.fileno()
+        except (OSError, ValueError, io.UnsupportedOperation):
+            fd = None
+        if fd is not None:
+            return subprocess.run(cmd, env=env, stdout=fd, check=False).returncode
+        # stderr is not a real file (captured, e.g. under pytest): forward the child's output
+        with subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
+            for line in proc.stdout:
+                sys.stderr.write(line)
+            return proc.wait()
     except KeyboardInterrupt:
         return 130
 
