@@ -178,3 +178,8 @@ def test_without_yes_and_no_terminal_it_refuses(aws, sent, dataset, monkeypatch)
         run(MODEL, qlora_estimate(), ONE_GPU, Opts(dataset=str(dataset), role=aws.role_arn, bucket=aws.bucket,
                                                    yes=False))
     assert "CreateTrainingJob" not in sent
+
+
+def test_wait_follows_the_job_to_its_end(aws, dataset, capsys):
+    rc, out, _ = launch(capsys, ONE_GPU, dataset=str(dataset), role=aws.role_arn, bucket=aws.bucket, wait=True)
+    assert rc == 0 and out["status"] == "Completed"  # moto completes training jobs at once
