@@ -48,8 +48,8 @@ def check_role(role: str | None) -> str:
 def resolve_bucket(session: Any, bucket: str | None, *, create_default: bool) -> str:
     """The bucket to use: ``bucket`` if given (it must exist), else ``sagemaker-REGION-ACCOUNT``.
 
-    The default bucket is created when missing (as the SageMaker SDK does) only if
-    ``create_default``; a bucket named by the user is never created behind their back.
+    The default bucket is created when missing (as the SageMaker SDK does) if ``create_default``
+    (a dry run only names it); a bucket named by the user is never created behind their back.
     """
     from botocore.exceptions import ClientError
 
@@ -67,9 +67,11 @@ def resolve_bucket(session: Any, bucket: str | None, *, create_default: bool) ->
             code = str(exc.response.get("Error", {}).get("Code"))
             if code not in ("404", "NoSuchBucket", "NotFound"):
                 raise
-    if bucket or not create_default:
+    if bucket:
         raise SageMakerError(f"bucket '{name}' not found; create it (`aws s3 mb s3://{name} --region "
                              f"{session.region_name}`) or pass another --bucket")
+    if not create_default:
+        return name  # a dry run: the launch creates it
     with aws_errors(f"creating bucket {name}"):
         args: dict[str, Any] = {"Bucket": name}
         if session.region_name != "us-east-1":

@@ -167,6 +167,9 @@ def test_s3_dataset_is_read_in_place(aws, sent, capsys):
 
 
 def test_default_bucket_is_created_when_no_bucket_is_given(aws, dataset, capsys):
+    rc, out, _ = launch(capsys, ONE_GPU, dataset=str(dataset), role=aws.role_arn, dry_run=True)
+    assert rc == 0 and out["request"]["output_s3_uri"].startswith("s3://sagemaker-us-east-1-123456789012/")
+    assert [b["Name"] for b in aws.client("s3").list_buckets()["Buckets"]] == [aws.bucket]  # dry run: not created
     rc, out, _ = launch(capsys, ONE_GPU, dataset=str(dataset), role=aws.role_arn)
     assert rc == 0
     assert out["dataset_s3_uri"].startswith("s3://sagemaker-us-east-1-123456789012/plan/")
