@@ -38,10 +38,10 @@ def test_mode_trains_with_falling_loss_and_writes_results(tmp_path, tiny_model, 
     assert on_disk["predicted_peak_allocated_bytes"] == plan["memory"]["peak_allocated_bytes"] > 0
     assert on_disk["measured_peak_allocated_bytes"] is None  # no GPU here
     assert on_disk["plan"]["job"]["mode"] == mode and on_disk["eval_loss"] is None
-    assert on_disk["data"]["train"] | {"tokens": 0} == {"source": str(facts_file), "format": "prompt-completion",
-                                                       "records": 16, "fingerprint": on_disk["data"]["train"]["fingerprint"],
-                                                       "tokens": 0}
-    assert on_disk["data"]["train"]["tokens"] == 136  # 8 facts x 2, word-level tokens of prompt + completion
+    import hashlib
+    assert on_disk["data"]["train"] == {  # 136 = 16 records x (prompt + completion words), word-level tokens
+        "source": str(facts_file), "format": "prompt-completion", "records": 16, "tokens": 136,
+        "fingerprint": "sha256:" + hashlib.sha256(facts_file.read_bytes()).hexdigest()}
     assert (out / "tokenizer.json").is_file() and (out / "plan.json").is_file()
 
     store = AdapterStore()
@@ -57,9 +57,8 @@ def test_mode_trains_with_falling_loss_and_writes_results(tmp_path, tiny_model, 
     assert entry.metadata["base_revision"].startswith("local-sha256:")
     peft_type = json.loads((entry.path / "adapter_config.json").read_text())["peft_type"]
     assert peft_type == ("PROMPT_TUNING" if mode == "prompt-tuning" else "LORA")
-    if mode == "qlora":  # the memory model's recipe: real 4-bit NF4 layers with double quantization
-        cfg = json.loads((out / "checkpoints" / "checkpoint-30" / "adapter_config.json").read_text())
-        assert cfg["r"] == 8 and cfg["lora_alpha"] == 16
+    cfg = json.loads((out / "checkpoints" / "checkpoint-30" / "adapter_config.json").read_text())
+    assert (cfg.get("r"), cfg.get("lora_alpha")) == ((8, 16) if mode != "prompt-tuning" else (None, None))
 
 
 def test_qlora_loads_real_bitsandbytes_4bit_layers(tiny_model):
@@ -74,8 +73,8 @@ def test_qlora_loads_real_bitsandbytes_4bit_layers(tiny_model):
     linear4 = [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
     assert len(linear4) == 2 * 7  # q, k, v, o, gate, up, down in each of 2 layers
     assert linear4[0].weight.quant_type == "nf4" and linear4[0].weight.quant_state.nested  # double quant
-    trainable = {n.split(".")[-2] for n, p in model.named_parameters() if p.requires_grad}
-    assert trainable == {"lora_A", "lora_B"} or trainable <= {"lora_A", "lora_B", "default"}
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert len(trainable) == 2 * 7 * 2 and all(".lora_A." in n or ".lora_B." in n for n in trainable)
 
 
 def test_messages_with_eval_split_and_mlflow_tracking(tmp_path, tiny_model):
