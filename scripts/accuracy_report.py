@@ -12,10 +12,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
 
 from planner import Job, estimate  # noqa: E402
 
 CAL = ROOT / "tests" / "data" / "h100_calibration.jsonl"
+from docgen import write_or_check  # noqa: E402
+
 OUT = ROOT / "docs" / "accuracy.md"
 MODEL = {"llama-3.2-1b": "llama3.2-1b", "qwen2.5-0.5b": "qwen2.5-0.5b"}
 GIB = 1024**3
@@ -88,15 +91,7 @@ def render() -> str:
 
 
 def main() -> int:
-    text = render()
-    if "--check" in sys.argv:
-        if not OUT.exists() or OUT.read_text() != text:
-            print("docs/accuracy.md is out of date: run python scripts/accuracy_report.py", file=sys.stderr)
-            return 1
-        return 0
-    OUT.write_text(text)
-    print(f"wrote {OUT.relative_to(ROOT)}")
-    return 0
+    return write_or_check(OUT, render(), "python scripts/accuracy_report.py")
 
 
 if __name__ == "__main__":

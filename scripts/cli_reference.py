@@ -10,6 +10,9 @@ import typer.main
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+from docgen import write_or_check  # noqa: E402
+
 OUT = ROOT / "docs" / "cli.md"
 
 
@@ -38,15 +41,7 @@ def render() -> str:
 
 
 def main() -> int:
-    text = render()
-    if "--check" in sys.argv:
-        if not OUT.exists() or OUT.read_text() != text:
-            print("docs/cli.md is out of date: run python scripts/cli_reference.py", file=sys.stderr)
-            return 1
-        return 0
-    OUT.write_text(text)
-    print(f"wrote {OUT.relative_to(ROOT)}")
-    return 0
+    return write_or_check(OUT, render(), "python scripts/cli_reference.py")
 
 
 if __name__ == "__main__":
