@@ -84,5 +84,8 @@ def test_killed_run_resumes_from_last_complete_checkpoint(tmp_path, tiny_model, 
                       save_steps=STEPS, logging_steps=1, register=False, track=False)
     from backend.train import Settings, train
     reference = train(clean, Settings.from_plan(clean))
+    # Bit-for-bit equality is not promised across processes (CPU BLAS reductions may order sums
+    # differently); at lr 3e-2 such 1e-7 differences grow to ~0.3% by step 40. A step trained twice
+    # or skipped shifts the curve by 5-20% per step, so 1% still catches it (and the step counts above).
     assert [e["loss"] for e in record["train_loss"]] == pytest.approx([e["loss"] for e in reference["train_loss"]],
-                                                                      rel=1e-4)
+                                                                      rel=1e-2)
