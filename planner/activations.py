@@ -103,9 +103,12 @@ def layer_saved(spec: ModelSpec, job: Job, seq: int) -> int:
 
 
 def released_before_peak(spec: ModelSpec, job: Job) -> int:
-    """Bytes per token of the recomputed layer already freed when its backward peaks: the down
-    projection's LoRA input (fp32), consumed by lora_A's backward just before."""
-    if job.mode not in ("lora", "qlora"):
+    """Bytes per token of the recomputed layer already freed when its backward peaks.
+
+    Without dropout the peak comes after lora_A's backward has released the down projection's
+    fp32 input; with dropout the dropout backward itself is the peak and that input is still alive
+    (both seen on real PEFT steps, tests/planner/test_mechanisms_cpu.py)."""
+    if job.mode not in ("lora", "qlora") or job.lora_dropout > 0:
         return 0
     return sum(4 * n_in for name, n_in, _ in lora_targets(spec, job) if name in ("down_proj", "w2"))
 
