@@ -49,6 +49,29 @@ def check_fit(est: Any, gpu: dict[str, Any] | None, force: bool) -> list[str]:
     return [f"{msg}; running anyway (--force)"]
 
 
+def local_strategy(est: Any, gpu: dict[str, Any], force: bool) -> tuple[dict[str, Any], list[str]]:
+    """With several local GPUs: data-parallel when a replica fits each GPU, else FSDP (FSDP-QLoRA
+    for qlora) when the sharded plan fits; the same per-GPU rules pricing uses (pricing/fit.py).
+    Returns a pricing-style recommendation for the launcher, and notes."""
+    from pricing import fit
+
+    n, have = gpu["count"], gpu["total_memory_bytes"]
+    ddp, fsdp = fit.ddp_bytes(est), fit.fsdp_bytes(est, n)
+    if ddp <= have:
+        strategy, need = "data-parallel", ddp
+    else:
+        strategy, need = ("fsdp-qlora" if est.job.mode == "qlora" else "fsdp"), fsdp
+    note = f"{strategy} over {n} x {gpu['name']}: needs {need / GIB:.1f} GiB per GPU of {have / GIB:.1f} GiB"
+    if need > have:
+        if not force:
+            raise PlannerError(f"{note}; too big even sharded over this machine's GPUs: try --mode qlora, a "
+                               "shorter --seq-len, --backend sagemaker, or --force to try anyway")
+        note += "; running anyway (--force)"
+    rec = {"strategy": strategy, "gpu_count": n, "machines": 1, "per_gpu_bytes": need,
+           "instance_type": "local", "platform": "local"}
+    return rec, [note]
+
+
 def check_output_dir(out: Path) -> str | None:
     """A completed run is not trained again; an unfinished one is resumed. Returns a note."""
     previous = run_record.read(out)
@@ -77,7 +100,13 @@ def run(model_name: str, est: Any, costs: Any, opts: ExecuteOptions) -> int:
     data = load_training_data(opts.dataset)  # validated here: errors before anything loads
     out = Path(opts.output_dir) if opts.output_dir else default_output_dir(model_name, est, opts.dataset)
     notes = [n for n in (check_output_dir(out),) if n]
-    notes += check_fit(est, local_gpu(), opts.force)
+    gpu = local_gpu()
+    multi = gpu is not None and gpu.get("count", 1) > 1
+    if multi:
+        local_rec, fit_notes = local_strategy(est, gpu, opts.force)
+    else:
+        fit_notes = check_fit(est, gpu, opts.force)
+    notes += fit_notes
     plan = training_plan(model_name, est, opts, out)
 
     tokens = count_tokens(data.train)
@@ -92,7 +121,11 @@ def run(model_name: str, est: Any, costs: Any, opts: ExecuteOptions) -> int:
     out.mkdir(parents=True, exist_ok=True)
     plan_path = out / "plan.json"
     plan_path.write_text(json.dumps(plan, indent=2) + "\n")
-    code = launch(plan_path)
+    if multi:  # accelerate launch over this machine's GPUs (backend/distributed); run.json names the strategy
+        from .distributed.launch import run_on_local_gpus
+        code = run_on_local_gpus(est, {"recommendation": local_rec}, plan, out, gpu["count"])
+    else:
+        code = launch(plan_path)
     record = run_record.read(out)
     if code == 0 and record:
         report(record, est, costs, opts.as_json)
