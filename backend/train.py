@@ -112,6 +112,10 @@ def train(plan: dict[str, Any], s: Settings) -> dict[str, Any]:
         "train_loss": [], "eval_loss": [] if data.eval else None,
         "predicted_peak_allocated_bytes": plan.get("memory", {}).get("peak_allocated_bytes"),
         "measured_peak_allocated_bytes": None, "device": device,
+        # the strategy launched and the per-GPU figure pricing fitted for it (one GPU: the plan's total)
+        "strategy": (plan.get("distributed") or {}).get("strategy", "single-gpu"),
+        "predicted_per_gpu_bytes": (plan.get("distributed") or {}).get("per_gpu_bytes",
+                                                                       plan.get("memory", {}).get("total_bytes")),
         "resumed_from": [*previous.get("resumed_from", []), *([str(resume)] if resume else [])],
         "discarded_checkpoints": [*previous.get("discarded_checkpoints", []), *map(str, discarded)],
         "data": data.to_dict(), "mlflow": previous.get("mlflow"), "adapter": None, "notes": [],

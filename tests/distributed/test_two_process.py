@@ -34,6 +34,9 @@ def assert_both_ranks_trained_and_one_adapter_saved(out):
     record = json.loads((out / "run.json").read_text())
     assert record["status"] == "completed" and record["global_step"] == 3
     assert record["plan"]["distributed"]["num_processes"] == 2
+    # the launched strategy and the per-GPU figure planned for it are named in run.json
+    assert record["strategy"] == record["plan"]["distributed"]["strategy"] == "data-parallel"
+    assert record["predicted_per_gpu_bytes"] == record["plan"]["distributed"]["per_gpu_bytes"]
     ckpt = out / "checkpoints" / "checkpoint-3"
     # Each rank saves its own RNG state: two files means two ranks ran the training loop.
     assert sorted(p.name for p in ckpt.glob("rng_state_*.pth")) == ["rng_state_0.pth", "rng_state_1.pth"]
