@@ -99,7 +99,12 @@ def stale_warning(candidate: choose.Candidate | None, today: date) -> str | None
     age = age_days(candidate.price_as_of, today)
     if age is not None and age <= STALE_AFTER_DAYS:
         return None
-    when = "of unknown date" if age is None else f"{age} days old (as of {candidate.price_as_of})"
+    if age is None:
+        when = "of unknown date"
+    elif len(candidate.price_as_of.strip()) <= 7:  # '2026' or '2026-08': only a year or month is known
+        when = f"dated only '{candidate.price_as_of}', possibly {age} days old"
+    else:
+        when = f"{age} days old (as of {candidate.price_as_of})"
     return (f"the {candidate.instance_type} price is {when}; run `plan prices refresh` for current prices")
 
 
