@@ -90,9 +90,10 @@ def layer_saved(spec: ModelSpec, job: Job, seq: int) -> int:
         mlp = mlp * spec.num_experts_per_tok
     linears = 0
     if rec.base_trainable:
-        # each linear saves its (bf16) input: q, k, v and gate/up each cast their own copy of the norm output.
-        n_in_h = 3 if not fused else 1
-        n_in_h += 2 if not fused else 1
+        # each linear saves its input. Under autocast (fp32 residual, bf16 compute) q, k, v and gate/up
+        # each cast their own bf16 copy of the norm output; without autocast they share one tensor.
+        autocast = rec.residual != rec.compute
+        n_in_h = (3 if autocast and not fused else 1) + (2 if autocast and not fused else 1)
         linears = c * (n_in_h * h + q + i * (spec.num_experts_per_tok if spec.is_moe else 1))
     if rec.lora:
         # PEFT LoRA: dropout output (fp32, saved by lora_A) + dropout mask (1 B); with no dropout

@@ -34,15 +34,18 @@ CASES = [
     ("small-vocab", "lora", 512, 2, True, "q_proj,v_proj"),
     ("small-vocab", "lora", 128, 2, False, "all-linear"),
     ("small-vocab", "full", 256, 2, True, "all-linear"),
+    # pure bf16 full fine-tuning (no autocast): linears share their saved inputs
+    ("big-vocab", "full-bf16", 512, 4, False, "all-linear"),
+    ("small-vocab", "full-bf16", 512, 4, False, "all-linear"),
 ]
 
 
-def measure(shape, mode, seq, batch, ckpt, targets):
+def measure(shape, mode, seq, batch, ckpt, targets, autocast):
     torch.manual_seed(0)
     cfg = transformers.LlamaConfig(**shape)
     cfg._attn_implementation = "sdpa"
     model = transformers.AutoModelForCausalLM.from_config(
-        cfg, dtype=torch.bfloat16 if mode == "lora" else torch.float32)
+        cfg, dtype=torch.bfloat16 if (mode == "lora" or not autocast) else torch.float32)
     if ckpt:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
@@ -59,7 +62,7 @@ def measure(shape, mode, seq, batch, ckpt, targets):
     with tracker:
         for _ in range(2):  # the second step has the optimizer states: steady state
             tracker.reset_peak()
-            if mode == "full":
+            if mode == "full" and autocast:
                 with torch.autocast("cpu", dtype=torch.bfloat16):
                     loss = model(input_ids=ids, labels=ids).loss
             else:
@@ -74,9 +77,11 @@ def measure(shape, mode, seq, batch, ckpt, targets):
 @pytest.mark.parametrize("name, mode, seq, batch, ckpt, targets", CASES,
                          ids=["-".join(map(str, c)) for c in CASES])
 def test_prediction_matches_live_bytes_on_cpu(name, mode, seq, batch, ckpt, targets):
-    measured = measure(SHAPES[name], mode, seq, batch, ckpt, targets)
+    precision = "bf16" if mode == "full-bf16" else None
+    mode = "full" if mode == "full-bf16" else mode
+    measured = measure(SHAPES[name], mode, seq, batch, ckpt, targets, autocast=precision is None)
     spec = spec_from_config({**SHAPES[name], "model_type": "llama"}, name=name)
-    est = estimate(spec, Job(mode=mode, seq_len=seq, batch_size=batch, gradient_checkpointing=ckpt,
+    est = estimate(spec, Job(mode=mode, precision=precision, seq_len=seq, batch_size=batch, gradient_checkpointing=ckpt,
                              lora_dropout=0.0, lora_targets=targets))
     predicted = est.peak_allocated_bytes - est.breakdown["cuBLAS workspaces"]
     assert predicted == pytest.approx(measured, rel=0.03), est.phase
