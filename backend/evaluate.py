@@ -231,8 +231,10 @@ def _compare(model: Any, tokenizer: Any, source: str, examples: list[Example], d
 
 def evaluate_adapter(ref: AdapterRef, dataset: str | Path, general: str | Path | None = None, *,
                      threshold: float = DEFAULT_FORGETTING_THRESHOLD, max_examples: int | None = None,
-                     exact_match: bool = True, dtype: str = "auto", device: str | None = None) -> EvalReport:
-    """Task metrics on ``dataset`` and the forgetting verdict on ``general`` (default: the shipped set)."""
+                     exact_match: bool = True, dtype: str = "auto", device: str | None = None,
+                     loaded: tuple[Any, Any] | None = None) -> EvalReport:
+    """Task metrics on ``dataset`` and the forgetting verdict on ``general`` (default: the shipped set).
+    ``loaded``: (PeftModel, tokenizer) already loaded for ``ref``, so other checks can share it."""
     from .adapter_io import default_device
     from .data import load_split
 
@@ -246,7 +248,7 @@ def evaluate_adapter(ref: AdapterRef, dataset: str | Path, general: str | Path |
         raise PlannerError(f"cannot read general-text set {general_path}: {exc}") from None
     forgetting_verdict(1.0, 1.0, threshold)  # check the threshold before loading the model
     device = device or default_device()
-    model, tokenizer = load_with_adapter(ref, dtype, device)
+    model, tokenizer = loaded or load_with_adapter(ref, dtype, device)
     examples = task_examples(data, tokenizer)[:max_examples]
     task = _compare(model, tokenizer, str(dataset), examples, device, exact_match and data.format != "text")
     windows = general_examples(general_text, tokenizer, window=context_window(model, tokenizer))
@@ -256,8 +258,9 @@ def evaluate_adapter(ref: AdapterRef, dataset: str | Path, general: str | Path |
                       general=gen, verdict=verdict)
 
 
-def log_to_mlflow(report: EvalReport, tracking_uri: str, experiment: str, parent_run_id: str | None = None) -> str:
-    """One MLflow run holding the eval's numbers and eval.json; returns its run id."""
+def log_to_mlflow(report: EvalReport, tracking_uri: str, experiment: str, parent_run_id: str | None = None,
+                  extra_metrics: dict[str, float] | None = None) -> str:
+    """One MLflow run holding the eval's numbers (and ``extra_metrics``) and eval.json; returns its run id."""
     import mlflow
 
     from .tracking import Tracker
@@ -269,7 +272,7 @@ def log_to_mlflow(report: EvalReport, tracking_uri: str, experiment: str, parent
                            {"adapter": report.adapter, "base_model": report.base_model,
                             "task_source": report.task.source, "general_source": report.general.source,
                             "threshold": report.verdict.threshold, "training_run_id": parent_run_id or ""})
-    tracker.log_metrics(report.metrics(), step=0)
+    tracker.log_metrics({**report.metrics(), **(extra_metrics or {})}, step=0)
     client = mlflow.MlflowClient(tracking_uri)
     client.log_dict(run_id, report.to_dict(), "eval.json")
     client.set_tag(run_id, "plan.kind", "eval")
