@@ -96,11 +96,31 @@ def layer_saved(spec: ModelSpec, job: Job, seq: int) -> int:
         n_in_h = (3 if autocast and not fused else 1) + (2 if autocast and not fused else 1)
         linears = c * (n_in_h * h + q + i * (spec.num_experts_per_tok if spec.is_moe else 1))
     if rec.lora:
-        # PEFT LoRA: dropout output (fp32, saved by lora_A) + dropout mask (1 B); with no dropout
-        # the fp32 cast of the input is saved instead (shared when the input already is fp32).
-        per_in = 4 + (1 if job.lora_dropout > 0 else 0)
-        linears = sum(per_in * n_in for _, n_in, _ in lora_targets(spec, job))
+        linears = lora_saved(spec, job, rec)
     return norms + attn + mlp + linears
+
+
+# Linears fed by the same tensor (PEFT without dropout saves that one tensor once when it is fp32).
+_SHARED_INPUT = {"q_proj": "attn_in", "k_proj": "attn_in", "v_proj": "attn_in", "qkv_proj": "attn_in",
+                 "gate_proj": "mlp_in", "up_proj": "mlp_in", "gate_up_proj": "mlp_in", "w1": "mlp_in", "w3": "mlp_in"}
+
+
+def lora_saved(spec: ModelSpec, job: Job, rec: Recipe) -> int:
+    """Bytes per token that PEFT LoRA modules save: lora_A keeps its fp32 input.
+
+    With dropout, each module's dropout output (4 B) and mask (1 B) are its own. Without dropout
+    lora_A saves the fp32 cast of the input: a fresh copy per module when the input is 16-bit, the
+    input itself (shared by q/k/v, and by gate/up) when it already is fp32 (QLoRA's residual stream).
+    """
+    targets = lora_targets(spec, job)
+    if job.lora_dropout > 0:
+        return sum(5 * n_in for _, n_in, _ in targets)
+    if rec.residual != 4:
+        return sum(4 * n_in for _, n_in, _ in targets)
+    seen: dict[str, int] = {}
+    for name, n_in, _ in targets:
+        seen[_SHARED_INPUT.get(name, name)] = 4 * n_in
+    return sum(seen.values())
 
 
 def released_before_peak(spec: ModelSpec, job: Job) -> int:
@@ -131,13 +151,26 @@ def final_norm_saved(spec: ModelSpec, job: Job) -> int:
 def backward_transient(spec: ModelSpec, job: Job) -> int:
     """Bytes per token of gradient buffers alive at the worst moment of one layer's backward:
     the down projection, where the residual gradient (twice: the incoming one and the one kept
-    for the skip connection), the base path's input gradient and, with LoRA, the fp32
-    dropout-input and dropout-output gradients coexist with the layer's saved tensors."""
+    for the skip connection) and the gradients of the MLP product coexist with the layer's saved
+    tensors. Counted on real PEFT steps (tests/planner/test_mechanisms_cpu.py):
+    - lora (bf16 base): base-path gradient (16-bit) + fp32 adapter-path gradients (8 B x I);
+    - qlora without dropout: the 4-bit backward's gradient cast to fp32, the adapter-path gradient
+      and their sum (3 x 4 B x I), after the adapter's saved input is released; with dropout the
+      peak comes earlier, at the first matmul of the down projection's backward (2 x 4 B x I).
+    """
     rec = recipe(spec, job)
     h, i = spec.hidden_size, spec.intermediate_size
-    base_grad = rec.compute * i + (4 * i if job.mode == "qlora" else 0)  # qlora: bf16 matmul grad, then fp32 cast
+    residual = 2 * rec.residual * h
+    if job.mode == "qlora":
+        return residual + (8 * i if job.lora_dropout > 0 else 12 * i)
     lora_path = 8 * i if rec.lora else 0
-    return 2 * rec.residual * h + base_grad + lora_path
+    return residual + rec.compute * i + lora_path
+
+
+def recompute_overlap(spec: ModelSpec, job: Job) -> int:
+    """Bytes per token of the recomputed layer that are the checkpointed input itself: with an
+    fp32 residual stream the input RMSNorm's saved fp32 input is that tensor (no upcast copy)."""
+    return 4 * spec.hidden_size if recipe(spec, job).residual == 4 else 0
 
 
 def logits_bytes(spec: ModelSpec, job: Job) -> tuple[int, int]:

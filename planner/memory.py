@@ -179,7 +179,7 @@ def _training(spec: ModelSpec, params: ParamCounts, job: Job):
         top.append(MemoryTerm("dequantization buffer", 2 * biggest, "activations",
                               "largest 4-bit linear dequantized to bf16 in its backward", "bitsandbytes MatMul4Bit"))
     if ckpt:
-        kept = saved_layer - act.released_before_peak(spec, job)
+        kept = saved_layer - act.released_before_peak(spec, job) - act.recompute_overlap(spec, job)
         top.insert(0, MemoryTerm("recomputed layer", kept * tokens, "activations",
                                  f"{kept:,} B/token x {tokens:,} tokens (saved tensors still alive)",
                                  "torch.utils.checkpoint"))
