@@ -209,12 +209,18 @@ def prefill_peak(spec: ModelSpec, job: Job) -> int:
     return hidden + mlp
 
 
-def eager_prefill_scores(spec: ModelSpec, job: Job, seq: int) -> int:
-    """Eager attention materialises seq x seq scores per head: 16-bit scores, fp32 softmax, cast back."""
+def eager_prefill_attention(spec: ModelSpec, job: Job, seq: int) -> int:
+    """Bytes per token live at the softmax of eager attention during the prefill (0 for SDPA).
+
+    Three hidden-size tensors, q and the repeated k and v, the 16-bit masked scores, their fp32
+    copy for ``softmax(dtype=float32)`` and its output, and the causal masks (``batch x seq x seq``
+    each; Gemma-2 keeps a sliding and a full one). Seen on real prefills (tests/planner/test_mechanisms_cpu.py).
+    """
     if not (job.attention == "eager" or spec.model_type == "gemma2"):
         return 0
     c = 4 if job.precision == "fp32" else 2
-    return (c + 4 + c) * spec.num_attention_heads * seq
+    masks = 2 if spec.model_type == "gemma2" else 1
+    return 3 * c * spec.hidden_size + 3 * c * spec.q_dim + (c + 8) * spec.num_attention_heads * seq + masks * c * seq
 
 
 def kv_cache_bytes(spec: ModelSpec, seq: int, dtype_bytes: int) -> int:

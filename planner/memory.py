@@ -81,13 +81,15 @@ def _inference(spec: ModelSpec, params: ParamCounts, job: Job):
                             f"x {tokens:,} tokens" + (f" (sliding window {spec.sliding_window})" if spec.sliding_window else ""),
                             "transformers DynamicCache"))
     per_tok = act.prefill_peak(spec, job)
-    terms.append(MemoryTerm("prefill activations", per_tok * tokens, "activations",
-                            f"{per_tok:,} B/token (4 hidden + 3 intermediate tensors of the last layer's MLP)",
-                            "modeling_llama.py under no_grad; " + SRC_CAL))
-    scores = act.eager_prefill_scores(spec, job, job.seq_len) * tokens
-    if scores:
-        terms.append(MemoryTerm("attention scores (eager)", scores, "activations",
-                                "heads x seq x (2 + 4 + 2) B per token", "eager_attention_forward"))
+    eager = act.eager_prefill_attention(spec, job, job.seq_len)
+    if eager > per_tok:  # eager attention's seq x seq scores outgrow the MLP's intermediates
+        terms.append(MemoryTerm("prefill activations (eager attention)", eager * tokens, "activations",
+                                f"{eager:,} B/token (scores in 16-bit and fp32, softmax, causal masks)",
+                                "eager_attention_forward under no_grad"))
+    else:
+        terms.append(MemoryTerm("prefill activations", per_tok * tokens, "activations",
+                                f"{per_tok:,} B/token (4 hidden + 3 intermediate tensors of the last layer's MLP)",
+                                "modeling_llama.py under no_grad; " + SRC_CAL))
     if w.quantized:
         biggest = max(i * o for _, i, o in act_linears(spec))
         terms.append(MemoryTerm("dequantization buffer", biggest * 2, "activations",
@@ -95,7 +97,8 @@ def _inference(spec: ModelSpec, params: ParamCounts, job: Job):
     terms.append(MemoryTerm("logits (last token)", job.batch_size * spec.vocab_size * (c + 4), "logits",
                             "generate keeps only the last position's logits (logits_to_keep=1)", "transformers generate"))
     terms.append(MemoryTerm("cuBLAS workspace", CUBLAS_WORKSPACE, "workspace", "one 32 MiB workspace", "PyTorch CUDABlas"))
-    return terms, "prefill (last layer's MLP)", ()
+    phase = "prefill (last layer's attention)" if eager > per_tok else "prefill (last layer's MLP)"
+    return terms, phase, ()
 
 
 def act_linears(spec: ModelSpec):
