@@ -78,6 +78,9 @@ def load_base(model: str, dtype: str = "auto", device: str | None = None) -> tup
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     device = device or default_device()
+    if str(model).startswith((".", "/", "~")) and not Path(model).expanduser().is_dir():
+        raise PlannerError(f"no such model directory: {model} (give a folder with config.json, "
+                           "tokenizer and weights, or a Hugging Face id)")
     try:
         tokenizer = AutoTokenizer.from_pretrained(model)
         net = AutoModelForCausalLM.from_pretrained(model, dtype=torch_dtype(dtype, device))
