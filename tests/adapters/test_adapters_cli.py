@@ -81,7 +81,7 @@ def test_bad_input_is_one_line_and_exit_2(stored, capsys, argv, message):
 
 def test_plan_serve_with_a_missing_base_is_one_line(plan_home, tmp_path, capsys):
     assert main(["serve", str(tmp_path / "no-model")]) == 2
-    assert capsys.readouterr().err.startswith("error: cannot load base model")
+    assert capsys.readouterr().err.startswith("error: no such model directory")
 
 
 def test_adapters_merge_command(stored, plan_home, tmp_path, capsys):
