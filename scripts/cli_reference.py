@@ -5,7 +5,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import click
 import typer.main
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -16,7 +15,7 @@ from docgen import write_or_check  # noqa: E402
 OUT = ROOT / "docs" / "cli.md"
 
 
-def _walk(cmd: click.Command, path: list[str]):
+def _walk(cmd, path: list[str]):
     yield path, cmd
     if hasattr(cmd, "commands"):
         for name in sorted(cmd.commands):

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import sys
 
-import click
 import typer
 from typer.core import TyperGroup
 
@@ -22,7 +21,7 @@ DEFAULT_COMMAND = "estimate"
 class DefaultGroup(TyperGroup):
     """Route ``plan MODEL ...`` to the default command when MODEL is not a subcommand name."""
 
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+    def parse_args(self, ctx, args: list[str]) -> list[str]:
         if args and args[0] not in self.commands and args[0] not in ("--help", "-h", "--version"):
             args = [DEFAULT_COMMAND, *args]
         return super().parse_args(ctx, args)
@@ -54,13 +53,15 @@ def user_errors() -> tuple[type[BaseException], ...]:
 
 
 def _click_modules() -> list:
-    """click's exception module, and typer's vendored copy (typer >= 0.26 ships its own click)."""
-    mods = [click.exceptions]
-    try:
-        from typer._click import exceptions as vendored
-        mods.append(vendored)
-    except ImportError:
-        pass
+    """typer's vendored click (typer >= 0.26 ships its own) and standalone click, whichever exist."""
+    import importlib
+
+    mods = []
+    for name in ("typer._click.exceptions", "click.exceptions"):
+        try:
+            mods.append(importlib.import_module(name))
+        except ImportError:
+            pass
     return mods
 
 
