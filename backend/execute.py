@@ -1,7 +1,7 @@
-"""``plan MODEL ... --execute``: hand the plan to a backend (local, SageMaker) or emit a launch config.
+"""What every launcher shares: the execution options and plan.json's ``training`` block.
 
-``plan_cmd`` builds ``ExecuteOptions`` from its flags and calls ``run_plan``; each backend is
-imported only when asked for, so the planner never loads torch or boto3 for a plain estimate.
+``plan_cmd`` builds ``ExecuteOptions`` from its flags; planner/cli/execute.py hands them to the
+chosen backend (local, SageMaker) or to --emit-config.
 """
 from __future__ import annotations
 
@@ -9,11 +9,6 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-from planner.errors import PlannerError
-
-BACKENDS = ("local", "sagemaker")
-
 
 @dataclass(frozen=True)
 class ExecuteOptions:
@@ -39,33 +34,6 @@ class ExecuteOptions:
     emit_config: Path | None = None
     execute: bool = False
     as_json: bool = False
-
-
-def run_plan(model_name: str, est: Any, costs: Any, opts: ExecuteOptions) -> int:
-    """Dispatch to --emit-config and/or the chosen backend; return the exit code."""
-    if est.job.mode == "inference" and opts.execute:
-        raise PlannerError("--execute trains a model; --mode inference has nothing to train "
-                           "(use --mode full, lora, qlora or prompt-tuning)")
-    if opts.backend not in BACKENDS:
-        raise PlannerError(f"unknown backend '{opts.backend}'; choose {' or '.join(BACKENDS)}")
-    code = 0
-    if opts.emit_config is not None:
-        try:
-            from backend.distributed import emit
-        except ImportError as exc:
-            if not (getattr(exc, "name", "") or "").startswith("backend.distributed"):
-                raise
-            raise PlannerError("--emit-config needs backend/distributed, which this install lacks") from None
-        code = emit(model_name, est, costs, opts) or 0
-        if code or not opts.execute:
-            return code
-    if not opts.execute:
-        return code
-    if opts.backend == "local":
-        from backend import local
-        return local.run(model_name, est, costs, opts)
-    from backend.sagemaker import launch
-    return launch.run(model_name, est, costs, opts)
 
 
 def slug(text: str, max_len: int = 60) -> str:

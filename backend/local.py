@@ -5,6 +5,8 @@ error). The plan must fit the local GPU (``--force`` overrides); without a GPU t
 runs, slowly, on the CPU. Training runs ``python -m backend.train --plan OUT/plan.json`` in a
 child process, exactly as on SageMaker; its progress goes to stderr and the result (a table, or
 JSON with --json) to stdout. Rerunning the same command resumes from the last complete checkpoint.
+``prepare`` checks and returns a ``LocalRun``; the CLI shows it, asks, calls ``start`` and reports
+(planner/cli/execute.py): nothing here prints or prompts.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -83,17 +86,33 @@ def check_output_dir(out: Path) -> str | None:
     return f"{out} holds an unfinished run: resuming from its last complete checkpoint"
 
 
-def confirm(question: str) -> None:
-    import typer
+@dataclass(frozen=True)
+class LocalRun:
+    """A checked local run, ready to start: what the CLI shows before asking for confirmation."""
 
-    if not sys.stdin.isatty():
-        raise PlannerError("training needs confirmation but stdin is not a terminal; pass --yes")
-    if not typer.confirm(question, default=False, err=True):
-        raise PlannerError("not confirmed; nothing was trained")
+    out: Path
+    plan: dict[str, Any]
+    summary: str
+    notes: tuple[str, ...]
+    gpu_count: int = 1
+    strategy: dict[str, Any] | None = None  # several local GPUs: local_strategy's recommendation
+
+    @property
+    def plan_path(self) -> Path:
+        return self.out / "plan.json"
 
 
-def run(model_name: str, est: Any, costs: Any, opts: ExecuteOptions) -> int:
-    """Train the plan on this machine; return the exit code of the training process."""
+@dataclass(frozen=True)
+class LocalResult:
+    """How the training process ended: exit code, its run record, and a line for the user when it stopped."""
+
+    code: int
+    record: dict[str, Any] | None
+    message: str | None = None
+
+
+def prepare(model_name: str, est: Any, opts: ExecuteOptions) -> LocalRun:
+    """Validate the data and the fit and build plan.json; nothing heavy loads, nothing is written."""
     if not opts.dataset:
         raise PlannerError("--execute needs --dataset PATH (a JSONL/JSON/CSV/Parquet file, or a folder "
                            "with train.jsonl and optionally eval.jsonl)")
@@ -101,39 +120,35 @@ def run(model_name: str, est: Any, costs: Any, opts: ExecuteOptions) -> int:
     out = Path(opts.output_dir) if opts.output_dir else default_output_dir(model_name, est, opts.dataset)
     notes = [n for n in (check_output_dir(out),) if n]
     gpu = local_gpu()
-    multi = gpu is not None and gpu.get("count", 1) > 1
-    if multi:
-        local_rec, fit_notes = local_strategy(est, gpu, opts.force)
+    strategy = None
+    if gpu is not None and gpu.get("count", 1) > 1:
+        strategy, fit_notes = local_strategy(est, gpu, opts.force)
     else:
         fit_notes = check_fit(est, gpu, opts.force)
     notes += fit_notes
     plan = training_plan(model_name, est, opts, out)
-
     tokens = count_tokens(data.train)
-    print(f"train {plan['training']['model']} ({est.job.mode}, {est.job.precision}) on {len(data.train.records)} "
-          f"{data.train.format} records (~{tokens:,} tokens"
-          + (f", {len(data.eval.records)} for eval" if data.eval else "") + f") into {out}", file=sys.stderr)
-    for note in notes:
-        print(f"note: {note}", file=sys.stderr)
-    if not opts.yes:
-        confirm("Start training?")
+    summary = (f"train {plan['training']['model']} ({est.job.mode}, {est.job.precision}) on "
+               f"{len(data.train.records)} {data.train.format} records (~{tokens:,} tokens"
+               + (f", {len(data.eval.records)} for eval" if data.eval else "") + f") into {out}")
+    return LocalRun(out, plan, summary, tuple(notes), gpu["count"] if strategy else 1, strategy)
 
-    out.mkdir(parents=True, exist_ok=True)
-    plan_path = out / "plan.json"
-    plan_path.write_text(json.dumps(plan, indent=2) + "\n")
-    if multi:  # accelerate launch over this machine's GPUs (backend/distributed); run.json names the strategy
+
+def start(run: LocalRun, est: Any) -> LocalResult:
+    """Write plan.json and train (one process, or accelerate over this machine's GPUs); wait for it."""
+    run.out.mkdir(parents=True, exist_ok=True)
+    run.plan_path.write_text(json.dumps(run.plan, indent=2) + "\n")
+    if run.strategy is not None:  # accelerate launch over this machine's GPUs (backend/distributed)
         from .distributed.launch import run_on_local_gpus
-        code = run_on_local_gpus(est, {"recommendation": local_rec}, plan, out, gpu["count"])
+        code = run_on_local_gpus(est, {"recommendation": run.strategy}, run.plan, run.out, run.gpu_count)
     else:
-        code = launch(plan_path)
-    record = run_record.read(out)
-    if code == 0 and record:
-        report(record, est, costs, opts.as_json)
-    elif code not in (0, 2):
-        step = (record or {}).get("global_step")
-        print(f"training stopped (exit {code}) at step {step}; rerun the same command to resume "
-              "from the last complete checkpoint", file=sys.stderr)
-    return code
+        code = launch(run.plan_path)
+    record = run_record.read(run.out)
+    message = None
+    if code not in (0, 2):
+        message = (f"training stopped (exit {code}) at step {(record or {}).get('global_step')}; rerun the same "
+                   "command to resume from the last complete checkpoint")
+    return LocalResult(code, record, message)
 
 
 def launch(plan_path: Path) -> int:
@@ -156,36 +171,3 @@ def launch(plan_path: Path) -> int:
             return proc.wait()
     except KeyboardInterrupt:
         return 130
-
-
-def report(record: dict[str, Any], est: Any, costs: Any, as_json: bool) -> None:
-    """The result: JSON (estimate, costs, run record) or a short table."""
-    if as_json:
-        result = est.to_dict()
-        if costs is not None:
-            result.update(costs.to_dict())
-        result["run"] = {k: v for k, v in record.items() if k != "plan"}
-        print(json.dumps(result, indent=2, default=str))
-        return
-    from rich.table import Table
-
-    from planner.cli.output import console
-
-    losses = record.get("train_loss") or []
-    evals = record.get("eval_loss") or []
-    measured = record.get("measured_peak_allocated_bytes")
-    table = Table(title="Training run", title_justify="left", show_header=False)
-    table.add_column("what")
-    table.add_column("value")
-    rows = [("status", record["status"]), ("steps", str(record["global_step"])),
-            ("train loss", f"{losses[0]['loss']:.4f} -> {losses[-1]['loss']:.4f}" if losses else "-"),
-            ("eval loss", f"{evals[-1]['eval_loss']:.4f}" if evals else "-"),
-            ("peak memory predicted", f"{record['predicted_peak_allocated_bytes'] / GIB:.2f} GiB"
-             if record.get("predicted_peak_allocated_bytes") else "-"),
-            ("peak memory measured", f"{measured / GIB:.2f} GiB" if measured else "n/a (no GPU)"),
-            ("resumed from", ", ".join(Path(p).name for p in record.get("resumed_from") or []) or "-"),
-            ("adapter", record.get("adapter") or ("full model" if record.get("artifacts") == "model" else "-")),
-            ("mlflow run", (record.get("mlflow") or {}).get("run_id") or "-")]
-    for k, v in rows:
-        table.add_row(k, v)
-    console().print(table)

@@ -4,14 +4,40 @@
     >>> est = estimate("llama3-8b", mode="qlora", seq_len=2048)
     >>> est.peak_allocated_bytes, est.breakdown
 
-Importing this package never imports torch or transformers.
+Importing this package is cheap: the names below load their module on first use (PEP 562), so
+``import planner.errors`` does not load the estimate stack. It never imports torch or transformers.
 """
-from .errors import PlannerError
-from .estimate import MemoryEstimate, MemoryTerm, SeedRule, estimate
-from .job import Job
-from .params import ParamCounts, count_params
-from .registry import resolve, shipped_models
-from .spec import ModelSpec
+from __future__ import annotations
 
-__all__ = ["estimate", "Job", "MemoryEstimate", "MemoryTerm", "SeedRule", "ModelSpec", "ParamCounts",
-           "PlannerError", "count_params", "resolve", "shipped_models"]
+import importlib
+import sys
+import types
+from typing import Any
+
+_WHERE = {"PlannerError": "errors", "estimate": "estimate", "MemoryEstimate": "breakdown",
+          "MemoryTerm": "breakdown", "SeedRule": "breakdown", "Job": "job", "ParamCounts": "params",
+          "count_params": "params", "resolve": "registry", "shipped_models": "registry", "ModelSpec": "spec"}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module 'planner' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+class _Package(types.ModuleType):
+    """``planner.estimate`` is both a submodule and the function users want from ``planner``:
+    when the import system binds the submodule here, keep the function (as an eager
+    ``from .estimate import estimate`` did), so ``from planner import estimate`` is always it."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "estimate" and isinstance(value, types.ModuleType):
+            value = value.estimate
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

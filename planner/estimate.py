@@ -1,113 +1,16 @@
-"""The result objects of a memory estimate and the public ``estimate`` entry point."""
+"""The public ``estimate`` entry point (its result types live in planner/breakdown.py)."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
+from .breakdown import GIB, KINDS, MemoryEstimate, MemoryTerm, SeedRule
 from .job import Job
-from .params import ParamCounts, count_params
+from .memory import build_estimate
+from .params import count_params
 from .registry import resolve
 from .spec import ModelSpec
 
-GIB = 1024**3
-
-# Kinds of memory term. Pricing shards some of them across GPUs (see pricing/fit.py):
-#   weights, trainable, gradients, optimizer: per-parameter state (sharded by FSDP/ZeRO-3)
-#   activations, logits, kv_cache: per-sequence (divided by data parallelism, not by sharding)
-#   workspace: fixed per GPU
-KINDS = ("weights", "trainable", "gradients", "optimizer", "activations", "logits", "kv_cache", "workspace")
-
-
-@dataclass(frozen=True)
-class MemoryTerm:
-    """One named term of the breakdown: bytes at the moment of the peak, and where the formula comes from."""
-
-    name: str
-    bytes: int
-    kind: str
-    formula: str
-    source: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "bytes": self.bytes, "kind": self.kind, "formula": self.formula,
-                "source": self.source}
-
-
-@dataclass(frozen=True)
-class SeedRule:
-    """The founding notes' rule of thumb, shown beside the real estimate."""
-
-    bytes: int
-    formula: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"bytes": self.bytes, "formula": self.formula}
-
-
-@dataclass(frozen=True)
-class MemoryEstimate:
-    """Peak GPU memory of one job on one GPU, term by term.
-
-    ``peak_allocated_bytes`` is what ``torch.cuda.max_memory_allocated()`` reports (sum of
-    ``terms``); ``total_bytes`` adds allocator slack and the CUDA context: what the GPU must have.
-    ``phase`` names the moment of the step at which the peak happens.
-    """
-
-    model: ModelSpec
-    params: ParamCounts
-    job: Job
-    trainable_params: int
-    terms: tuple[MemoryTerm, ...]
-    peak_allocated_bytes: int
-    allocator_slack_bytes: int
-    cuda_context_bytes: int
-    total_bytes: int
-    phase: str
-    seed_rule: SeedRule
-    notes: tuple[str, ...] = field(default=())
-    # Every candidate moment of the step with its terms (the peak is the largest); sharding
-    # can move the peak to another phase, so pricing re-checks them all.
-    phases: tuple[tuple[str, tuple[MemoryTerm, ...]], ...] = field(default=())
-
-    @property
-    def breakdown(self) -> dict[str, int]:
-        return {t.name: t.bytes for t in self.terms}
-
-    def bytes_of(self, *kinds: str) -> int:
-        return sum(t.bytes for t in self.terms if t.kind in kinds)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "model": {
-                "name": self.model.name,
-                "hf_id": self.model.hf_id,
-                "model_type": self.model.model_type,
-                "source": self.model.source,
-                "params": self.params.total,
-                "active_params": self.params.active,
-                "trainable_params": self.trainable_params,
-                "param_groups": {k: getattr(self.params, k) for k in
-                                 ("embedding", "attention", "mlp", "router", "norms", "lm_head")},
-            },
-            "mode": self.job.mode,
-            "precision": self.job.precision,
-            "seq_len": self.job.seq_len,
-            "batch_size": self.job.batch_size,
-            "gradient_checkpointing": self.job.gradient_checkpointing,
-            "job": self.job.to_dict(),
-            "memory": {
-                "peak_allocated_bytes": self.peak_allocated_bytes,
-                "allocator_slack_bytes": self.allocator_slack_bytes,
-                "cuda_context_bytes": self.cuda_context_bytes,
-                "total_bytes": self.total_bytes,
-                "phase": self.phase,
-                "phases": {name: sum(t.bytes for t in terms) for name, terms in self.phases},
-                "breakdown": self.breakdown,
-                "terms": [t.to_dict() for t in self.terms],
-            },
-            "seed_rule": self.seed_rule.to_dict(),
-            "notes": list(self.notes),
-        }
+__all__ = ["GIB", "KINDS", "MemoryEstimate", "MemoryTerm", "SeedRule", "estimate"]
 
 
 def estimate(model: str | ModelSpec, job: Job | None = None, **job_fields: Any) -> MemoryEstimate:
@@ -115,8 +18,6 @@ def estimate(model: str | ModelSpec, job: Job | None = None, **job_fields: Any) 
 
     ``estimate("llama3-70b", mode="qlora", seq_len=4096)`` is shorthand for building the Job.
     """
-    from .memory import build_estimate  # keeps import order simple for the data classes above
-
     spec = resolve(model) if isinstance(model, str) else model
     if job is None:
         job = Job(**job_fields)

@@ -17,7 +17,7 @@ two threads (forward and autograd). These figures match the H100 calibration row
 from __future__ import annotations
 
 from . import activations as act
-from .estimate import MemoryEstimate, MemoryTerm
+from .breakdown import MemoryEstimate, MemoryTerm
 from .job import Job
 from .params import ParamCounts
 from .seed import seed_rule

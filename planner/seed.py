@@ -7,7 +7,7 @@ fine-tuning x6 of fp32 inference, i.e. 24 bytes per parameter; LoRA trains 1-5% 
 """
 from __future__ import annotations
 
-from .estimate import SeedRule
+from .breakdown import SeedRule
 from .job import Job
 from .params import ParamCounts
 

@@ -13,7 +13,7 @@ from planner import estimate
 from planner.cli import main
 from pricing.catalog import load_catalog
 from pricing.costs import Money, plan_costs
-from pricing.render import render_costs
+from planner.cli.render_costs import render_costs
 
 GOLDEN = Path(__file__).parent / "golden"
 

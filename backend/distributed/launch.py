@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -120,8 +121,22 @@ def _write(path: Path, text: str) -> Path:
     return path
 
 
-def emit(model_name: str, est: Any, costs: Any, opts: Any) -> int:
-    """``plan MODEL ... --emit-config DIR``: write the launch files for the priced plan; exit code."""
+@dataclass(frozen=True)
+class Emitted:
+    """What ``emit`` wrote: the launch config, the files, and whether accelerate validated them."""
+
+    cfg: LaunchConfig
+    dir: Path
+    written: tuple[Path, ...]
+    validated: bool
+
+    @property
+    def command(self) -> str:
+        return self.cfg.shell_command(str(self.dir.resolve()))
+
+
+def emit(model_name: str, est: Any, costs: Any, opts: Any) -> Emitted:
+    """``plan MODEL ... --emit-config DIR``: write the launch files for the priced plan."""
     dir = Path(opts.emit_config)
     entry = ("--plan", "{dir}/" + PLAN_FILE)
     cfg = plan_launch(est, costs, entry_args=entry)
@@ -132,19 +147,7 @@ def emit(model_name: str, est: Any, costs: Any, opts: Any) -> int:
                                   offload=cfg.metadata["offload"])
     plan = plan_document(model_name, est, cfg, training_block(opts, dir))
     written = write_launch(cfg, dir, plan, alternative)
-    checked = validate_dir(dir)
-    command = cfg.shell_command(str(dir.resolve()))
-    if opts.as_json:  # stdout already holds the plan's one JSON object; the launch is also in plan.json
-        print(f"wrote {cfg.strategy} launch files to {dir}; launch: {command}", file=sys.stderr)
-    else:
-        print(f"{cfg.strategy} on {cfg.num_processes} GPU(s) x {cfg.num_machines} machine(s); wrote "
-              + ", ".join(str(p.relative_to(dir)) for p in written) + f" in {dir}")
-        print(f"launch: {command}")
-        for note in cfg.notes:
-            print(f"note: {note}", file=sys.stderr)
-        if not checked:
-            print("note: accelerate is not installed here, so the config was not validated", file=sys.stderr)
-    return 0
+    return Emitted(cfg, dir, tuple(written), validate_dir(dir))
 
 
 def validate_dir(dir: Path) -> bool:
@@ -166,8 +169,6 @@ def run_on_local_gpus(est: Any, costs: Any, plan: dict[str, Any], out: Path, gpu
     cfg = plan_launch(est, costs, entry_args=("--plan", str((out / PLAN_FILE).resolve())), num_processes=gpus)
     plan = {**plan, "distributed": dict(cfg.metadata)}
     _write(out / PLAN_FILE, json.dumps(plan, indent=2) + "\n")
-    print(f"launching {cfg.strategy} over {gpus} GPUs: {cfg.shell_command(str((out / 'launch').resolve()))}",
-          file=sys.stderr)
     return launch_local(cfg, out / "launch")
 
 

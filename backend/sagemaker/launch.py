@@ -3,7 +3,8 @@
 The SageMaker side is the v3 SDK's ``ModelTrainer`` (sagemaker.train): the Hugging Face
 training image, ``backend/train.py`` as the entry script with pinned requirements, the plan
 file beside it, the data set as the ``train`` channel, output and checkpoints on S3, managed
-spot, Torchrun for several GPUs. ``run`` is the function ``backend.execute`` dispatches to.
+spot, Torchrun for several GPUs. ``prepare`` builds the request and ``launch`` starts it; the CLI
+(planner/cli/execute.py) shows the request and asks in between.
 """
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ import json
 import logging
 import os
 import shutil
-import sys
 import tempfile
 from dataclasses import dataclass
 from datetime import datetime
@@ -192,50 +192,3 @@ def plan_file(model_name: str, est: Any, costs: Any, request: TrainingRequest) -
 
 def request_tag(request: TrainingRequest, key: str) -> str | None:
     return dict(request.tags).get(key)
-
-
-def _summary(r: TrainingRequest) -> str:
-    cost = "unknown" if r.estimated_usd is None else f"${r.estimated_usd:,.2f}"
-    cap = "unknown" if r.max_usd is None else f"${r.max_usd:,.2f}"
-    return (f"SageMaker job {r.job_name}: {r.instance_count} x {r.instance_type}"
-            f"{' (spot)' if r.spot else ''}, {r.gpus_per_instance} GPU(s) each, estimated {cost}, "
-            f"at most {cap} at the {r.max_runtime_s / 3600:.1f} h limit; data {r.dataset_s3_uri}")
-
-
-def run(model_name: str, est: Any, costs: Any, opts: Any) -> int:
-    """Dry-run, or confirm and launch, the planned job on SageMaker; optionally wait. Exit code."""
-    import typer
-
-    from .aws import boto_session
-    from .jobs import wait_for
-
-    session = boto_session(getattr(opts, "region", None))
-    request = prepare(model_name, est, costs, opts, session)
-    as_json = bool(getattr(opts, "as_json", False))
-    if opts.dry_run:
-        typer.echo(json.dumps({"dry_run": True, "request": request.to_dict()}, indent=2))
-        print(f"dry run: nothing was created. {_summary(request)}", file=sys.stderr)
-        return 0
-    print(_summary(request), file=sys.stderr)
-    for note in request.notes:
-        print(f"note: {note}", file=sys.stderr)
-    if not opts.yes:
-        if not sys.stdin.isatty():
-            raise SageMakerError("launching a paid SageMaker job needs confirmation; pass --yes to launch "
-                                 "without a prompt (or --dry-run to see the request)")
-        if not typer.confirm("Launch it?", default=False, err=True):
-            print("not launched", file=sys.stderr)
-            return 1
-    result = launch(request, plan_file(model_name, est, costs, request), session)
-    status = result.status
-    if opts.wait:
-        status = wait_for(result.job_name, session=session).status
-    out = {**result.to_dict(), "status": status, "request": request.to_dict()}
-    if as_json:
-        typer.echo(json.dumps(out, indent=2))
-    else:
-        typer.echo(f"started {result.job_name} ({status})")
-        typer.echo(f"  console: {result.console_url}")
-        typer.echo(f"  follow:  plan jobs status {result.job_name}   |   plan jobs wait {result.job_name}")
-        typer.echo(f"  fetch:   plan jobs fetch {result.job_name} --name ADAPTER_NAME")
-    return 0 if status in ("InProgress", "Completed") else 1

@@ -37,14 +37,9 @@ app = typer.Typer(
          "Usage: plan MODEL --mode MODE [options]   (or one of the commands below)",
 )
 
-# Each command module registers itself on ``app`` when imported.
-from . import plan_cmd, models_cmd  # noqa: E402,F401
-for _optional in ("prices_cmd", "adapters_cmd", "jobs_cmd", "serve_cmd", "eval_cmd", "deploy_cmd"):
-    try:
-        __import__(f"{__name__}.{_optional}")
-    except ModuleNotFoundError as _exc:  # a command module not written yet
-        if _exc.name != f"{__name__}.{_optional}":
-            raise
+# Each command module registers itself on ``app`` when imported (merge_cmd on adapters_cmd's group).
+from . import (adapters_cmd, deploy_cmd, eval_cmd, jobs_cmd, merge_cmd, models_cmd, plan_cmd,  # noqa: E402,F401
+               prices_cmd, serve_cmd)
 
 
 def user_errors() -> tuple[type[BaseException], ...]:

@@ -101,5 +101,3 @@ def delete(name: str = typer.Argument(..., help="Adapter to delete."),
         typer.confirm(f"Delete adapter '{name}' ({record.base_model})?", abort=True, err=True)
     s.delete(name)
     console(stderr=True).print(f"deleted adapter '{name}'")
-
-from . import merge_cmd  # noqa: E402,F401  (plan adapters merge, owned by the adapters-at-work issue)

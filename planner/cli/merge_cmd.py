@@ -1,6 +1,6 @@
 """``plan adapters merge NAME``: fold an adapter into its base and save a plain Hugging Face model.
 
-Registered on the ``adapters`` group by planner/cli/adapters_cmd.py (it imports this module).
+Registered on adapters_cmd's ``adapters`` group; planner/cli/__init__.py imports both.
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """``plan MODEL``: the memory estimate, the cheapest machine, and (with --execute) the run.
 
 Every flag of the issues' CLI contract is declared here; the work is done by
-``planner.estimate``, ``pricing.plan_costs`` and ``backend.execute``. Those packages are imported
+``planner.estimate``, ``pricing.plan_costs`` and the backends (via planner/cli/execute.py). Those packages are imported
 only when their flags ask for them, so a plain estimate never loads torch.
 """
 from __future__ import annotations
@@ -80,7 +80,7 @@ def plan(
 
     costs = None
     if not no_pricing:
-        from pricing.cli_support import price_request  # pricing is light: csv + dataclasses
+        from .price_request import price_request  # pricing is light: csv + dataclasses
         costs = price_request(est, platform=platform, region=region, spot=spot, gpu=gpu, max_gpus=max_gpus,
                               tokens=tokens, dataset=dataset, epochs=epochs, currency=currency,
                               usd_rate=usd_rate)
@@ -93,7 +93,7 @@ def plan(
         from .render import render_estimate
         render_estimate(console(), est)
         if costs is not None:
-            from pricing.render import render_costs
+            from .render_costs import render_costs
             render_costs(console(), costs)
         if vllm is not None:
             console().print("Serve it in production with vLLM:\n  " + vllm.text
@@ -102,7 +102,9 @@ def plan(
         raise typer.Exit(costs.exit_code)
 
     if emit_config is not None or execute:
-        from backend.execute import ExecuteOptions, run_plan
+        from backend.execute import ExecuteOptions
+
+        from .execute import run_plan
         opts = ExecuteOptions(backend=backend, dataset=dataset, yes=yes, force=force, output_dir=output_dir,
                               max_steps=max_steps, epochs=epochs, learning_rate=learning_rate,
                               save_steps=save_steps, experiment=experiment, role=role, bucket=bucket,

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from backend.execute import ExecuteOptions, default_output_dir, run_plan
+from backend.execute import ExecuteOptions, default_output_dir
+from planner.cli.execute import run_plan
 from backend.local import check_fit, check_output_dir
 from planner.cli import main
 from planner.errors import PlannerError

@@ -8,7 +8,7 @@ from planner.estimate import estimate
 
 def priced(model: str, **job):
     """(estimate, costs) from the real planner and pricing catalog (us-east-1, any platform)."""
-    from pricing.cli_support import price_request
+    from planner.cli.price_request import price_request
 
     est = estimate(model, **job)
     costs = price_request(est, platform="any", region="us-east-1", spot=False, gpu=None, max_gpus=None,

@@ -14,7 +14,7 @@ import tarfile
 import pytest
 
 from backend.sagemaker.errors import SageMakerError
-from backend.sagemaker.launch import run
+from planner.cli.execute import run_sagemaker as run
 from planner.cli import main
 
 from .conftest import write_dataset

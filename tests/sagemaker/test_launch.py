@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from backend.sagemaker.errors import SageMakerError
-from backend.sagemaker.launch import run
+from planner.cli.execute import run_sagemaker as run
 from backend.sagemaker.request import max_runtime_seconds
 
 from .conftest import write_dataset

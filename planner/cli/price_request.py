@@ -1,13 +1,16 @@
 """Glue between ``plan MODEL`` and the pricing core: check the options, load the catalog, count
-tokens, price, and report warnings on stderr. Pure logic lives in catalog/fit/choose/costs."""
+tokens (backend/tokens.py), price, and show the warnings on stderr. Pure logic lives in
+pricing/catalog, fit, choose and costs."""
 from __future__ import annotations
 
 import math
 
 from planner.errors import PlannerError
 
-from .catalog import load_catalog
-from .costs import Money, PlanCosts, plan_costs
+from pricing.catalog import load_catalog
+from pricing.costs import Money, PlanCosts, plan_costs
+
+from .output import warn
 
 PLATFORM_CHOICES = ("ec2", "sagemaker", "any")
 
@@ -37,18 +40,17 @@ def price_request(est, *, platform: str = "any", region: str = "us-east-1", spot
     if tokens is not None and dataset:
         notes.append("--tokens given: --dataset is not counted")
     elif dataset and est.job.is_training:
-        from .tokens import count_dataset_tokens
+        from backend.tokens import count_dataset_tokens
         counted = count_dataset_tokens(dataset, hf_id=est.model.hf_id)
         tokens, source = counted.tokens, f"--dataset ({counted.method})"
         notes.append(counted.note)
     if gpu is not None:
-        from .localgpu import local_costs
+        from pricing.localgpu import local_costs
         costs = local_costs(est, catalog, gpu, tokens=tokens, tokens_source=source, epochs=epochs, money=money,
                             notes=tuple(notes))
     else:
         costs = plan_costs(est, catalog, platform=platform, region=region, spot=spot, max_gpus=max_gpus,
                            tokens=tokens, tokens_source=source, epochs=epochs, money=money, notes=tuple(notes))
-    from planner.cli.output import warn
     for line in costs.warnings:
         warn(line)
     return costs

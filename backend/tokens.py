@@ -38,7 +38,7 @@ def count_dataset_tokens(path: str, *, hf_id: str | None = None, use_tokenizer: 
     """Tokens of the training split at ``path`` (file or folder with train.*)."""
     if path.startswith("s3://"):
         return TokenCount(None, 0, "unknown", f"cannot count tokens of {path} offline; pass --tokens N")
-    from backend.data import CHARS_PER_TOKEN, count_tokens, load_training_data
+    from .data import CHARS_PER_TOKEN, count_tokens, load_training_data
 
     train = load_training_data(path).train
     tok = _local_tokenizer(hf_id) if use_tokenizer else None

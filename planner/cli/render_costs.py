@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from rich.table import Table
 
-from .fit import GIB
-from .timecost import HOURS_PER_MONTH
+from pricing.fit import GIB
+from pricing.timecost import HOURS_PER_MONTH
 
 
 def _usd(x: float | None, digits: int = 2) -> str:
