@@ -129,12 +129,14 @@ def _read_hub(name: str) -> tuple[list[Record], str]:
         import datasets
     except ImportError:
         raise PlannerError(f"'{name}' is not a local file; reading a Hub data set needs `datasets`") from None
+    from .compat import dataset_fingerprint
+
     try:
         ds = datasets.load_dataset(name, split="train")
     except Exception as exc:  # network, auth, not found: one line is enough
         raise PlannerError(f"cannot load data set '{name}' from the Hugging Face Hub "
                            f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
-    return [Record(dict(r), f"{name} record {i}") for i, r in enumerate(ds, 1)], f"hub:{name}:{ds._fingerprint}"
+    return [Record(dict(r), f"{name} record {i}") for i, r in enumerate(ds, 1)], f"hub:{name}:{dataset_fingerprint(ds)}"
 
 
 def read_records(source: str | os.PathLike[str]) -> tuple[list[Record], str]:

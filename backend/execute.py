@@ -1,4 +1,4 @@
-"""What every launcher shares: the execution options and plan.json's ``training`` block.
+"""What every launcher shares: the execution options and the plan's run settings (planner/plan.py).
 
 ``plan_cmd`` builds ``ExecuteOptions`` from its flags; planner/cli/execute.py hands them to the
 chosen backend (local, SageMaker) or to --emit-config.
@@ -9,6 +9,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from planner.plan import Machine, Plan, RunSettings, plan_for
 
 @dataclass(frozen=True)
 class ExecuteOptions:
@@ -36,8 +38,10 @@ class ExecuteOptions:
     as_json: bool = False
 
 
-def slug(text: str, max_len: int = 60) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.")[:max_len] or "run"
+def slug(text: str, max_len: int = 60, *, keep: str = "._-", default: str = "run") -> str:
+    """``text`` as a name for a folder or a job: runs of other characters than letters, digits and
+    ``keep`` become one '-', at most ``max_len`` characters."""
+    return re.sub(f"[^A-Za-z0-9{re.escape(keep)}]+", "-", text).strip("-.")[:max_len].rstrip("-.") or default
 
 
 def model_source(model_name: str, est: Any) -> str:
@@ -57,10 +61,27 @@ def default_output_dir(model_name: str, est: Any, dataset: str) -> Path:
     return Path("runs") / slug(f"{model}-{est.job.mode}-{data}")
 
 
-def training_plan(model_name: str, est: Any, opts: ExecuteOptions, output_dir: Path) -> dict[str, Any]:
-    """plan.json for backend/train.py: the estimate plus the ``training`` block (train.Settings)."""
-    training = {"model": model_source(model_name, est), "dataset": str(Path(opts.dataset).expanduser().resolve())
-                if Path(opts.dataset).expanduser().exists() else opts.dataset,
-                "output_dir": str(Path(output_dir).resolve()), "max_steps": opts.max_steps, "epochs": opts.epochs,
-                "learning_rate": opts.learning_rate, "save_steps": opts.save_steps, "experiment": opts.experiment}
-    return {**est.to_dict(), "training": {k: v for k, v in training.items() if v is not None}}
+def local_path(path: str | Path | None) -> str | None:
+    """An existing local path as an absolute one; URIs (s3://) and Hub ids unchanged."""
+    if path is None or "://" in str(path):
+        return None if path is None else str(path)
+    p = Path(path).expanduser()
+    return str(p.resolve()) if p.exists() else str(path)
+
+
+def run_settings(opts: Any, *, model: str, output_dir: str | Path, dataset: str | None = None,
+                 **extra: Any) -> RunSettings:
+    """The plan's run settings from the CLI's execution flags: the one place they are copied."""
+    chosen = {"max_steps": opts.max_steps, "epochs": opts.epochs, "learning_rate": opts.learning_rate,
+              "save_steps": opts.save_steps, "experiment": opts.experiment, **extra}
+    return RunSettings(model=model, dataset=dataset, output_dir=str(output_dir),
+                       **{k: v for k, v in chosen.items() if v is not None})
+
+
+def training_plan(model_name: str, est: Any, opts: ExecuteOptions, output_dir: Path,
+                  machine: Machine | None = None) -> Plan:
+    """The local run's plan for backend/train.py (``machine``: several local GPUs, else this one)."""
+    settings = run_settings(opts, model=model_source(model_name, est), dataset=local_path(opts.dataset),
+                            output_dir=Path(output_dir).resolve())
+    return plan_for(est, settings, backend="local", model_name=model_name,
+                    machine=machine or Machine("local", "local"))

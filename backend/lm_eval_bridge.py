@@ -110,10 +110,12 @@ def _spec(manager: Any, name: str, includes: tuple[str, ...]) -> Any:
     yaml_path = getattr(entry, "yaml_path", None)
     if yaml_path is None or not any(Path(yaml_path).resolve().is_relative_to(i) for i in includes):
         return name
-    from lm_eval.tasks._yaml_loader import load_yaml  # lm-eval >= 0.4.13: follows include:, !function
+    from .compat import load_lm_eval_yaml  # lm-eval's private loader: follows include:, !function
 
     try:
-        cfg = load_yaml(Path(yaml_path), resolve_func=True)
+        cfg = load_lm_eval_yaml(Path(yaml_path))
+    except PlannerError:
+        raise
     except Exception as exc:  # YAML syntax, a missing include or !function module
         raise PlannerError(f"cannot read lm-eval task {yaml_path}: {str(exc).splitlines()[0][:300]}") from None
     if not isinstance(cfg.get("dataset_kwargs"), dict) or not cfg["dataset_kwargs"].get("data_files"):

@@ -11,7 +11,6 @@ JSON with --json) to stdout. Rerunning the same command resumes from the last co
 from __future__ import annotations
 
 import io
-import json
 import os
 import subprocess
 import sys
@@ -19,13 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from planner.breakdown import GIB
 from planner.errors import PlannerError
+from planner.plan import Machine, Plan, Strategy
 
 from . import run_record
 from .data import count_tokens, load_training_data
 from .execute import ExecuteOptions, default_output_dir, training_plan
-
-GIB = 1024**3
 
 
 def local_gpu() -> dict[str, Any] | None:
@@ -52,27 +51,25 @@ def check_fit(est: Any, gpu: dict[str, Any] | None, force: bool) -> list[str]:
     return [f"{msg}; running anyway (--force)"]
 
 
-def local_strategy(est: Any, gpu: dict[str, Any], force: bool) -> tuple[dict[str, Any], list[str]]:
+def local_strategy(est: Any, gpu: dict[str, Any], force: bool) -> tuple[Machine, list[str]]:
     """With several local GPUs: data-parallel when a replica fits each GPU, else FSDP (FSDP-QLoRA
     for qlora) when the sharded plan fits; the same per-GPU rules pricing uses (pricing/fit.py).
-    Returns a pricing-style recommendation for the launcher, and notes."""
+    Returns the machine (strategy, GPUs, per-GPU need) for the launcher, and notes."""
     from pricing import fit
 
     n, have = gpu["count"], gpu["total_memory_bytes"]
     ddp, fsdp = fit.ddp_bytes(est), fit.fsdp_bytes(est, n)
     if ddp <= have:
-        strategy, need = "data-parallel", ddp
+        strategy, need = Strategy.DATA_PARALLEL, ddp
     else:
-        strategy, need = ("fsdp-qlora" if est.job.mode == "qlora" else "fsdp"), fsdp
+        strategy, need = (Strategy.FSDP_QLORA if est.job.mode == "qlora" else Strategy.FSDP), fsdp
     note = f"{strategy} over {n} x {gpu['name']}: needs {need / GIB:.1f} GiB per GPU of {have / GIB:.1f} GiB"
     if need > have:
         if not force:
             raise PlannerError(f"{note}; too big even sharded over this machine's GPUs: try --mode qlora, a "
                                "shorter --seq-len, --backend sagemaker, or --force to try anyway")
         note += "; running anyway (--force)"
-    rec = {"strategy": strategy, "gpu_count": n, "machines": 1, "per_gpu_bytes": need,
-           "instance_type": "local", "platform": "local"}
-    return rec, [note]
+    return Machine("local", "local", strategy, gpu_count=n, machines=1, per_gpu_bytes=need), [note]
 
 
 def check_output_dir(out: Path) -> str | None:
@@ -91,11 +88,11 @@ class LocalRun:
     """A checked local run, ready to start: what the CLI shows before asking for confirmation."""
 
     out: Path
-    plan: dict[str, Any]
+    plan: Plan
     summary: str
     notes: tuple[str, ...]
     gpu_count: int = 1
-    strategy: dict[str, Any] | None = None  # several local GPUs: local_strategy's recommendation
+    machine: Machine | None = None  # several local GPUs: local_strategy's choice
 
     @property
     def plan_path(self) -> Path:
@@ -120,27 +117,27 @@ def prepare(model_name: str, est: Any, opts: ExecuteOptions) -> LocalRun:
     out = Path(opts.output_dir) if opts.output_dir else default_output_dir(model_name, est, opts.dataset)
     notes = [n for n in (check_output_dir(out),) if n]
     gpu = local_gpu()
-    strategy = None
+    machine = None
     if gpu is not None and gpu.get("count", 1) > 1:
-        strategy, fit_notes = local_strategy(est, gpu, opts.force)
+        machine, fit_notes = local_strategy(est, gpu, opts.force)
     else:
         fit_notes = check_fit(est, gpu, opts.force)
     notes += fit_notes
-    plan = training_plan(model_name, est, opts, out)
+    plan = training_plan(model_name, est, opts, out, machine)
     tokens = count_tokens(data.train)
-    summary = (f"train {plan['training']['model']} ({est.job.mode}, {est.job.precision}) on "
+    summary = (f"train {plan.training.model} ({est.job.mode}, {est.job.precision}) on "
                f"{len(data.train.records)} {data.train.format} records (~{tokens:,} tokens"
                + (f", {len(data.eval.records)} for eval" if data.eval else "") + f") into {out}")
-    return LocalRun(out, plan, summary, tuple(notes), gpu["count"] if strategy else 1, strategy)
+    return LocalRun(out, plan, summary, tuple(notes), gpu["count"] if machine else 1, machine)
 
 
 def start(run: LocalRun, est: Any) -> LocalResult:
     """Write plan.json and train (one process, or accelerate over this machine's GPUs); wait for it."""
     run.out.mkdir(parents=True, exist_ok=True)
-    run.plan_path.write_text(json.dumps(run.plan, indent=2) + "\n")
-    if run.strategy is not None:  # accelerate launch over this machine's GPUs (backend/distributed)
+    run.plan_path.write_text(run.plan.to_json())
+    if run.machine is not None:  # accelerate launch over this machine's GPUs (backend/distributed)
         from .distributed.launch import run_on_local_gpus
-        code = run_on_local_gpus(est, {"recommendation": run.strategy}, run.plan, run.out, run.gpu_count)
+        code = run_on_local_gpus(est, run.machine, run.plan, run.out, run.gpu_count)
     else:
         code = launch(run.plan_path)
     record = run_record.read(run.out)

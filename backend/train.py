@@ -4,21 +4,19 @@ Runs the same on a laptop and inside a SageMaker container::
 
     python -m backend.train --plan OUT/plan.json          # or: python backend/train.py --plan ...
 
-``plan.json`` is the planner's estimate (``MemoryEstimate.to_dict()``) plus a ``training`` block
-(model, dataset, output_dir, steps or epochs, learning rate, save interval, experiment); flags
-override the block. The recipe is the one the memory model assumes (docs/memory-model.md):
-QLoRA = 4-bit NF4 weights with double quantization and bf16 compute (fp32 where bf16 is missing)
-+ ``prepare_model_for_kbit_training`` + LoRA; LoRA = frozen base in the plan's precision + LoRA;
-prompt tuning = frozen base + trainable virtual tokens; full = every weight trained. Training is
-TRL's SFTTrainer; rerunning with the same output folder resumes from the last complete checkpoint.
+``plan.json`` is a ``planner.plan.Plan`` (checked by ``Plan.from_json``: one-line errors): the job,
+the estimate, the machine and strategy, and the run settings (model, dataset, output_dir, steps or
+epochs, learning rate, save interval, experiment); flags override the settings. How each mode
+loads, wraps and trains is its recipe (backend/recipes/: qlora, lora, full, prompt tuning,
+fsdp-qlora); the steps below are shared. Training is TRL's SFTTrainer; rerunning with the same
+output folder resumes from the last complete checkpoint.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -27,75 +25,30 @@ if __package__ in (None, ""):  # run as a file (SageMaker runs source_dir/backen
 
 from backend import checkpoints, run_record  # noqa: E402
 from backend.data import count_tokens, load_training_data  # noqa: E402
+from backend.recipes import Recipe, recipe_for  # noqa: E402
 from planner.errors import PlannerError  # noqa: E402
+from planner.plan import Plan, RunSettings  # noqa: E402
 
-# Learning rates of the common recipes when the plan gives none: QLoRA paper (arXiv:2305.14314)
-# 2e-4 for LoRA/QLoRA; 2e-5 for full fine-tuning (Alpaca); prompt tuning 3e-2 (Lester et al. 2021 used 0.3 with Adafactor).
-DEFAULT_LR = {"qlora": 2e-4, "lora": 2e-4, "full": 2e-5, "prompt-tuning": 3e-2}
 OPTIM = {"adamw": "adamw_torch", "adamw-8bit": "adamw_bnb_8bit", "paged-adamw-8bit": "paged_adamw_8bit", "sgd": "sgd"}
 
 
-@dataclass(frozen=True)
-class Settings:
-    """The ``training`` block of plan.json."""
-
-    model: str
-    dataset: str
-    output_dir: str
-    eval_dataset: str | None = None
-    eval_fraction: float = 0.0
-    max_steps: int | None = None
-    epochs: float = 1.0
-    learning_rate: float | None = None
-    save_steps: int = 100
-    logging_steps: int | None = None  # default: every min(10, save_steps) steps, and the last
-    save_total_limit: int | None = 2
-    experiment: str | None = None
-    seed: int = 0
-    register: bool = True
-    adapter_name: str | None = None
-    checkpoint_dir: str | None = None  # default OUTPUT/checkpoints; SageMaker: /opt/ml/checkpoints
-    track: bool = True
-
-    @classmethod
-    def from_plan(cls, plan: dict[str, Any], **overrides: Any) -> "Settings":
-        block = dict(plan.get("training") or {})
-        block.update({k: v for k, v in overrides.items() if v is not None})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(block) - known)
-        if unknown:
-            raise PlannerError(f"plan.json 'training' has unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-        for req in ("model", "dataset", "output_dir"):
-            if not block.get(req):
-                raise PlannerError(f"no {req.replace('_', ' ')} given: set training.{req} in the plan or pass --{req.replace('_', '-')}")
-        s = cls(**block)
-        if s.max_steps is not None and s.max_steps <= 0:
-            raise PlannerError(f"--max-steps must be positive, got {s.max_steps}")
-        if s.logging_steps is None:
-            s = replace(s, logging_steps=min(10, s.save_steps))
-        if s.save_steps <= 0 or s.logging_steps <= 0:
-            raise PlannerError("--save-steps and logging steps must be positive")
-        if s.learning_rate is not None and s.learning_rate <= 0:
-            raise PlannerError(f"--learning-rate must be positive, got {s.learning_rate}")
-        return s
-
-
 # -- the recipe, top to bottom -------------------------------------------------------------------
-def train(plan: dict[str, Any], s: Settings) -> dict[str, Any]:
+def train(plan: Plan) -> dict[str, Any]:
     """Run the job the plan describes; return the final run record (also in OUT/run.json).
 
     Under torchrun/accelerate every process runs this; only rank 0 writes files and tracks.
     """
     import torch
 
-    job = plan["job"]
+    job, s = plan.job, plan.training
+    recipe = recipe_for(job, plan.strategy)
     out = Path(s.output_dir)
     ckpt_dir = Path(s.checkpoint_dir) if s.checkpoint_dir else out / "checkpoints"
     main_process = int(os.environ.get("RANK", "0")) == 0
     write = run_record.write if main_process else (lambda *a: None)
     out.mkdir(parents=True, exist_ok=True)
     if main_process:
-        (out / "plan.json").write_text(json.dumps({**plan, "training": asdict(s)}, indent=2) + "\n")
+        (out / "plan.json").write_text(plan.to_json())
 
     # 1. data (checked before anything heavy happens)
     data = load_training_data(s.dataset, s.eval_dataset, s.eval_fraction, seed=s.seed)
@@ -110,16 +63,15 @@ def train(plan: dict[str, Any], s: Settings) -> dict[str, Any]:
     record = {
         "status": "running", "started": run_record.now(), "finished": None, "global_step": 0,
         "train_loss": [], "eval_loss": [] if data.eval else None,
-        "predicted_peak_allocated_bytes": plan.get("memory", {}).get("peak_allocated_bytes"),
+        "predicted_peak_allocated_bytes": plan.memory.get("peak_allocated_bytes"),
         "measured_peak_allocated_bytes": None, "device": device,
         # the strategy launched and the per-GPU figure pricing fitted for it (one GPU: the plan's total)
-        "strategy": (plan.get("distributed") or {}).get("strategy", "single-gpu"),
-        "predicted_per_gpu_bytes": (plan.get("distributed") or {}).get("per_gpu_bytes",
-                                                                       plan.get("memory", {}).get("total_bytes")),
+        "strategy": plan.strategy.value,
+        "predicted_per_gpu_bytes": (plan.distributed or {}).get("per_gpu_bytes", plan.memory.get("total_bytes")),
         "resumed_from": [*previous.get("resumed_from", []), *([str(resume)] if resume else [])],
         "discarded_checkpoints": [*previous.get("discarded_checkpoints", []), *map(str, discarded)],
         "data": data.to_dict(), "mlflow": previous.get("mlflow"), "adapter": None, "notes": [],
-        "plan": plan,
+        "plan": plan.to_dict(),
     }
     if resume is None and previous.get("status") == "running":
         record["notes"].append("a previous run left no complete checkpoint: started from step 0")
@@ -135,8 +87,8 @@ def train(plan: dict[str, Any], s: Settings) -> dict[str, Any]:
     compute_dtype = pick_compute_dtype(torch, job, device)
     from transformers import set_seed
     set_seed(s.seed)  # LoRA / virtual-token init draws from the RNG: same seed, same run
-    model = load_model(s.model, job, compute_dtype, device, plan.get("distributed") or {})
-    model = wrap_peft(model, job)
+    model = recipe.load(s.model, job, compute_dtype, device, dict(plan.distributed or {}))
+    model = recipe.wrap(model, job)
 
     # 4. trainer
     from datasets import Dataset
@@ -147,7 +99,7 @@ def train(plan: dict[str, Any], s: Settings) -> dict[str, Any]:
         callbacks.append(tracker.callback())
     trainer = SFTTrainer(
         model=model,
-        args=sft_config(s, job, ckpt_dir, compute_dtype, device, has_eval=data.eval is not None),
+        args=sft_config(s, recipe, job, ckpt_dir, compute_dtype, device, has_eval=data.eval is not None),
         train_dataset=Dataset.from_list(data.train.rows()),
         eval_dataset=Dataset.from_list(data.eval.rows()) if data.eval else None,
         processing_class=tokenizer,
@@ -172,28 +124,28 @@ def train(plan: dict[str, Any], s: Settings) -> dict[str, Any]:
         if status != "completed":
             write(out, record)
             if tracker is not None:
-                tracker.finish(plan, record, status)
+                tracker.finish(plan.to_dict(), record, status)
 
     # 6. save the adapter (or the full model) and the tokenizer, register, record
     trainer.save_model(str(out))
     if not main_process:
         return record
     tokenizer.save_pretrained(str(out))
-    record["artifacts"] = "model" if job["mode"] == "full" else "adapter"
+    record["artifacts"] = recipe.artifacts
     record["base_model"] = base_model_info(s.model, model)
     if record["artifacts"] == "adapter" and s.register:
         from backend.store import register_run
         record["adapter"] = register_run(out, record, name=s.adapter_name).name
     write(out, record)
     if tracker is not None:
-        tracker.finish(plan, record, status)
+        tracker.finish(plan.to_dict(), record, status)
     return record
 
 
 # -- the steps ----------------------------------------------------------------------------------
-def model_to_load(name: str, plan: dict[str, Any]) -> str:
+def model_to_load(name: str, plan: Plan) -> str:
     """A local folder or Hub id as given; a planner alias (llama3-8b) becomes the plan's Hub id."""
-    hf_id = (plan.get("model") or {}).get("hf_id")
+    hf_id = plan.hf_id
     if Path(name).expanduser().exists() or "/" in name or not hf_id:
         return name
     return hf_id
@@ -207,13 +159,13 @@ def describe_device(torch) -> dict[str, Any]:
     return {"type": "cpu", "name": "cpu", "total_memory_bytes": None, "bf16": False}
 
 
-def pick_compute_dtype(torch, job: dict[str, Any], device: dict[str, Any]):
+def pick_compute_dtype(torch, job, device: dict[str, Any]):
     """bf16 where the GPU has it (the plan's default), fp16 on older GPUs, fp32 on the CPU."""
     if device["type"] != "cuda":
         return torch.float32
-    if job.get("compute_dtype", "bf16") == "bf16" and device["bf16"]:
+    if job.compute_dtype == "bf16" and device["bf16"]:
         return torch.bfloat16
-    return torch.float32 if job.get("compute_dtype") == "fp32" else torch.float16
+    return torch.float32 if job.compute_dtype == "fp32" else torch.float16
 
 
 def load_tokenizer(model_name: str):
@@ -229,93 +181,26 @@ def load_tokenizer(model_name: str):
     return tok
 
 
-def load_model(model_name: str, job: dict[str, Any], compute_dtype, device: dict[str, Any],
-               distributed: dict[str, Any]):
-    """The base model in the plan's precision; 4-bit NF4 (or 8-bit) for QLoRA.
-
-    ``distributed`` is the plan's block from backend/distributed: FSDP-QLoRA stores the 4-bit
-    weights in the compute dtype (``bnb_4bit_quant_storage``) and lets FSDP place them.
-    """
-    import torch
-    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
-
-    kwargs: dict[str, Any] = {"attn_implementation": job.get("attention", "sdpa")}
-    precision = job["precision"]
-    if job["mode"] == "qlora":
-        storage = distributed.get("bnb_4bit_quant_storage")
-        if precision == "int4":
-            kwargs["quantization_config"] = BitsAndBytesConfig(
-                load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                bnb_4bit_compute_dtype=compute_dtype,
-                **({"bnb_4bit_quant_storage": getattr(torch, storage)} if storage else {}))
-        else:
-            kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)
-        kwargs["dtype"] = getattr(torch, storage) if storage else compute_dtype
-    else:
-        dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-        # Off a GPU half-precision weights only slow things down: load them in fp32.
-        kwargs["dtype"] = dtypes[precision] if device["type"] == "cuda" else torch.float32
-    sharded = distributed.get("strategy") in ("fsdp", "fsdp-qlora", "zero3") or \
-        os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true"
-    if device["type"] == "cuda" and not sharded:  # one whole copy per process (DDP) or the only GPU
-        kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))}
-    try:
-        model = AutoModelForCausalLM.from_pretrained(model_name, **kwargs)
-    except OSError as exc:
-        raise PlannerError(f"cannot load model '{model_name}' ({str(exc).splitlines()[0]}); pass a folder "
-                           "with config.json and weights, or a Hub id when online") from None
-    model.config.use_cache = False  # no KV cache while training
-    if job["mode"] == "qlora":
-        from peft import prepare_model_for_kbit_training
-        # Casts norms/embeddings to fp32 and freezes the base; the Trainer turns on checkpointing.
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
-    return model
-
-
-def wrap_peft(model, job: dict[str, Any]):
-    """LoRA for lora/qlora, virtual tokens for prompt tuning, the bare model for full."""
-    mode = job["mode"]
-    if mode == "full":
-        return model
-    from peft import LoraConfig, PromptTuningConfig, get_peft_model
-
-    if mode in ("lora", "qlora"):
-        targets = job.get("lora_targets") or "all-linear"
-        if targets.strip() not in ("all-linear", "all_linear", "all"):
-            targets = [t.strip() for t in targets.split(",") if t.strip()]
-        else:
-            targets = "all-linear"
-        config = LoraConfig(r=job["lora_r"], lora_alpha=job["lora_alpha"], lora_dropout=job["lora_dropout"],
-                            target_modules=targets, task_type="CAUSAL_LM")
-    else:
-        config = PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=job["num_virtual_tokens"])
-    try:
-        return get_peft_model(model, config)
-    except ValueError as exc:  # e.g. target modules not found in the model
-        raise PlannerError(f"cannot apply {mode} to this model: {str(exc).splitlines()[0]}") from None
-
-
-def sft_config(s: Settings, job: dict[str, Any], ckpt_dir: Path, compute_dtype, device: dict[str, Any], *,
+def sft_config(s: RunSettings, recipe: Recipe, job, ckpt_dir: Path, compute_dtype, device: dict[str, Any], *,
                has_eval: bool):
     import torch
     from trl import SFTConfig
 
     on_gpu = device["type"] == "cuda"
-    optim = OPTIM[job.get("optimizer", "adamw")]
+    optim = OPTIM[job.optimizer]
     if not on_gpu and optim != "sgd":
         optim = "adamw_torch"  # bitsandbytes' 8-bit and paged optimizers need a GPU
     elif on_gpu and optim == "adamw_torch":
         optim = "adamw_torch_fused"
-    # Mixed precision (autocast) when weights or adapters are fp32 and the GPU computes in half.
-    half_weights = job["mode"] != "qlora" and job["precision"] in ("bf16", "fp16")
-    mixed = on_gpu and compute_dtype != torch.float32 and not (job["mode"] == "full" and half_weights)
-    gc = bool(job["gradient_checkpointing"])
+    # Mixed precision (autocast) when the GPU computes in half and the recipe trains fp32 weights or adapters.
+    mixed = on_gpu and compute_dtype != torch.float32 and recipe.autocast(job)
+    gc = bool(job.gradient_checkpointing)
     return SFTConfig(
         output_dir=str(ckpt_dir),
-        per_device_train_batch_size=job["batch_size"],
-        per_device_eval_batch_size=job["batch_size"],
-        max_length=job["seq_len"],
-        learning_rate=s.learning_rate or DEFAULT_LR[job["mode"]],
+        per_device_train_batch_size=job.batch_size,
+        per_device_eval_batch_size=job.batch_size,
+        max_length=job.seq_len,
+        learning_rate=s.learning_rate or recipe.learning_rate,
         num_train_epochs=s.epochs,
         max_steps=s.max_steps or -1,
         optim=optim,
@@ -361,7 +246,7 @@ def record_callback(out: Path, record: dict[str, Any], write):
     return RunRecord()
 
 
-def start_tracking(s: Settings, out: Path, plan: dict[str, Any], record: dict[str, Any]):
+def start_tracking(s: RunSettings, out: Path, plan: Plan, record: dict[str, Any]):
     """Start (or, after a crash, continue) the MLflow run; None when tracking is off or missing."""
     if not s.track:
         return None
@@ -375,7 +260,7 @@ def start_tracking(s: Settings, out: Path, plan: dict[str, Any], record: dict[st
     experiment = s.experiment or DEFAULT_EXPERIMENT
     same = prev.get("tracking_uri") == uri and prev.get("experiment") == experiment
     tracker = Tracker(uri, experiment, run_id=prev.get("run_id") if same else None)
-    params = {"job": plan.get("job", {}), "training": asdict(s),
+    params = {"job": plan.job.to_dict(), "training": s.to_dict(),
               "predicted_peak_allocated_bytes": record["predicted_peak_allocated_bytes"]}
     tracker.start(out, run_name=out.name, params=params)
     record["mlflow"] = {"tracking_uri": uri, "experiment": experiment, "run_id": tracker.run_id}
@@ -418,16 +303,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def read_plan(path: str | os.PathLike[str]) -> dict[str, Any]:
+def read_plan(path: str | os.PathLike[str], **overrides: Any) -> Plan:
+    """The checked plan at ``path``, the flags' ``overrides`` applied to its run settings."""
     try:
-        plan = json.loads(Path(path).read_text(encoding="utf-8"))
+        text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise PlannerError(f"cannot read plan {path}: {exc.strerror}") from None
-    except json.JSONDecodeError as exc:
-        raise PlannerError(f"{path} line {exc.lineno}: not valid JSON ({exc.msg})") from None
-    if not isinstance(plan, dict) or "job" not in plan:
-        raise PlannerError(f"{path} is not a plan (no 'job'); write one with `plan MODEL --mode M --json`")
-    if plan["job"].get("mode") == "inference":
+    plan = Plan.from_json(text, where=str(path), **overrides)
+    if not plan.job.is_training:
         raise PlannerError(f"{path} plans inference; training needs --mode full, lora, qlora or prompt-tuning")
     return plan
 
@@ -436,16 +319,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     overrides = {k: v for k, v in vars(args).items() if k != "plan"}
     try:
-        plan = read_plan(args.plan)
-        settings = Settings.from_plan(plan, **overrides)
-        record = train(plan, settings)
+        plan = read_plan(args.plan, **overrides)
+        record = train(plan)
     except PlannerError as exc:
         if os.environ.get("PLAN_DEBUG"):
             raise
         print(f"error: {exc}", file=sys.stderr)
         return 2
     last = record["train_loss"][-1]["loss"] if record["train_loss"] else None
-    print(f"done: {record['global_step']} steps, last train loss {last}, output in {settings.output_dir}"
+    print(f"done: {record['global_step']} steps, last train loss {last}, output in {plan.training.output_dir}"
           + (f", adapter '{record['adapter']}' stored" if record.get("adapter") else ""), file=sys.stderr)
     return 0
 

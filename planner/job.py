@@ -8,6 +8,8 @@ from .errors import PlannerError
 
 MODES = ("inference", "full", "lora", "qlora", "prompt-tuning")
 PRECISIONS = ("fp32", "bf16", "fp16", "int8", "int4")
+# Bytes per stored parameter at each precision (4-bit packs two parameters per byte).
+BYTES_PER_PARAM = {"fp32": 4.0, "bf16": 2.0, "fp16": 2.0, "int8": 1.0, "int4": 0.5}
 OPTIMIZERS = ("adamw", "adamw-8bit", "paged-adamw-8bit", "sgd")
 ATTENTION = ("sdpa", "eager")
 

@@ -8,10 +8,8 @@ fine-tuning x6 of fp32 inference, i.e. 24 bytes per parameter; LoRA trains 1-5% 
 from __future__ import annotations
 
 from .breakdown import SeedRule
-from .job import Job
+from .job import BYTES_PER_PARAM as _BYTES, Job
 from .params import ParamCounts
-
-_BYTES = {"fp32": 4.0, "bf16": 2.0, "fp16": 2.0, "int8": 1.0, "int4": 0.5}
 
 
 def seed_rule(params: ParamCounts, job: Job, n_trainable: int) -> SeedRule:

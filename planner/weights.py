@@ -17,11 +17,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .errors import PlannerError
-from .job import Job
+from .job import BYTES_PER_PARAM, Job
 from .params import ParamCounts, linear_shapes
 from .spec import ModelSpec
 
-BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
+BYTES = {k: int(BYTES_PER_PARAM[k]) for k in ("fp32", "bf16", "fp16")}  # unquantized storage
 NF4_BLOCK = 64
 DQ_BLOCK = 256
 # Per quantized tensor: the fp32 second-level code table (256 x 4 B) plus allocator rounding;

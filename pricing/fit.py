@@ -24,7 +24,9 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-GIB = 1024**3
+from planner.breakdown import GIB
+from planner.plan import Strategy
+
 # Headroom on top of the estimate's own allocator slack: NCCL buffers, fragmentation spikes,
 # other processes on the GPU. An assumption, stated in docs/pricing.md.
 SAFETY_MARGIN_FRACTION = 0.05
@@ -38,7 +40,7 @@ class Fit:
     """How a job would run on ``machines`` x ``gpus_per_machine`` GPUs, and whether it fits."""
 
     fits: bool
-    strategy: str | None
+    strategy: Strategy | None
     machines: int
     gpus_per_machine: int
     gpus_used: int
@@ -141,19 +143,19 @@ def fit_machine(est, *, gpu_memory_gib: float, gpu_count: int, efa: bool = False
     """
     usable = usable_bytes(gpu_memory_gib, est)
 
-    def result(need: int, strategy: str, machines: int, used: int, what: str) -> Fit:
+    def result(need: int, strategy: Strategy, machines: int, used: int, what: str) -> Fit:
         ok = need <= usable
         return Fit(ok, strategy, machines, gpu_count, used, need, usable, _verdict(need, usable, gpu_memory_gib, what))
 
     if not est.job.is_training:
-        best = result(replica_bytes(est), "single-gpu", 1, 1, "one GPU")
+        best = result(replica_bytes(est), Strategy.SINGLE_GPU, 1, 1, "one GPU")
         if best.fits:
             return best
         heads = est.model.num_attention_heads
         degrees = [d for d in range(2, gpu_count + 1) if gpu_count % d == 0 and heads % d == 0
                    and (max_gpus is None or d <= max_gpus)]
         for d in degrees:
-            best = result(tensor_parallel_bytes(est, d), "tensor-parallel", 1, d, f"tensor-parallel over {d} GPUs")
+            best = result(tensor_parallel_bytes(est, d), Strategy.TENSOR_PARALLEL, 1, d, f"tensor-parallel over {d} GPUs")
             if best.fits:
                 return best
         if gpu_count > 1 and not degrees:
@@ -162,14 +164,14 @@ def fit_machine(est, *, gpu_memory_gib: float, gpu_count: int, efa: bool = False
         return best
 
     if gpu_count == 1:
-        best = result(replica_bytes(est), "single-gpu", 1, 1, "one GPU")
+        best = result(replica_bytes(est), Strategy.SINGLE_GPU, 1, 1, "one GPU")
         if best.fits:
             return best
     else:
-        best = result(ddp_bytes(est), "data-parallel", 1, gpu_count, f"data-parallel over {gpu_count} GPUs")
+        best = result(ddp_bytes(est), Strategy.DATA_PARALLEL, 1, gpu_count, f"data-parallel over {gpu_count} GPUs")
         if best.fits:
             return best
-    fsdp_name = "fsdp-qlora" if est.job.mode == "qlora" else "fsdp"
+    fsdp_name = Strategy.FSDP_QLORA if est.job.mode == "qlora" else Strategy.FSDP
     limit = max_machines if efa else 1
     if max_gpus is not None:
         limit = min(limit, max_gpus // gpu_count) if efa else 1
@@ -182,7 +184,7 @@ def fit_machine(est, *, gpu_memory_gib: float, gpu_count: int, efa: bool = False
         best = result(fsdp_bytes(est, n), fsdp_name, machines, n, f"{fsdp_name} over {where}")
         if best.fits:
             return best
-    if not efa and best.strategy in (fsdp_name, "data-parallel", "single-gpu"):
+    if not efa and best.strategy in (fsdp_name, Strategy.DATA_PARALLEL, Strategy.SINGLE_GPU):
         return Fit(False, best.strategy, best.machines, gpu_count, best.gpus_used, best.per_gpu_bytes, usable,
                    best.reason + "; no EFA, so no multi-machine plan")
     return best

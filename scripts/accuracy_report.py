@@ -15,13 +15,13 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 from planner import Job, estimate  # noqa: E402
+from planner.breakdown import GIB  # noqa: E402
 
 CAL = ROOT / "tests" / "data" / "h100_calibration.jsonl"
 from docgen import write_or_check  # noqa: E402
 
 OUT = ROOT / "docs" / "accuracy.md"
 MODEL = {"llama-3.2-1b": "llama3.2-1b", "qwen2.5-0.5b": "qwen2.5-0.5b"}
-GIB = 1024**3
 
 # Qwen2.5 speed benchmark (published_memory_measurements.md section 3.5): bf16, batch 1, generate
 # 2048 tokens after the input, flash-attention 2, A100; GiB. Different procedure from ours (it

@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-GIB = 1024**3
+from planner.breakdown import GIB  # noqa: E402
 
 
 def build_model(dir: Path, tiny: bool) -> Path:
@@ -70,8 +70,9 @@ def main() -> int:
 
     import torch
 
-    from backend.train import Settings, train
+    from backend.train import train
     from planner.estimate import estimate
+    from planner.plan import RunSettings, plan_for
 
     if not torch.cuda.is_available() and not args.tiny:
         print("error: no CUDA GPU here; this check measures GPU memory (use --tiny for a CPU smoke test)",
@@ -82,11 +83,10 @@ def main() -> int:
     data = write_data(work / "data.jsonl", args.seq_len, records=args.batch_size * args.steps)
     est = estimate(str(model_dir), mode="qlora", seq_len=args.seq_len, batch_size=args.batch_size,
                    lora_r=args.lora_r, lora_alpha=2 * args.lora_r)
-    plan = {**est.to_dict(), "training": {"model": str(model_dir), "dataset": str(data),
-                                          "output_dir": str(work / "run"), "max_steps": args.steps,
-                                          "save_steps": 10_000, "logging_steps": 1,
-                                          "register": False, "track": False}}
-    record = train(plan, Settings.from_plan(plan))
+    plan = plan_for(est, RunSettings(model=str(model_dir), dataset=str(data), output_dir=str(work / "run"),
+                                     max_steps=args.steps, save_steps=10_000, logging_steps=1, register=False,
+                                     track=False))
+    record = train(plan)
 
     predicted = record["predicted_peak_allocated_bytes"]
     measured = record["measured_peak_allocated_bytes"]

@@ -7,8 +7,8 @@ here; ``validate.validate_config`` loads a written config with accelerate. docs/
 """
 from __future__ import annotations
 
-from .config import STRATEGIES, LaunchConfig, build_launch_config, decoder_layer_class, normalize_strategy
-from .launch import emit, launch_local, plan_launch, run_on_local_gpus, write_launch
+from .config import STRATEGIES, LaunchConfig, build_launch_config, decoder_layer_class, launchable
+from .launch import Emitted, emit, launch_local, plan_launch, recommended_machine, run_on_local_gpus, write_launch
 
-__all__ = ["STRATEGIES", "LaunchConfig", "build_launch_config", "decoder_layer_class", "normalize_strategy",
-           "emit", "launch_local", "plan_launch", "run_on_local_gpus", "write_launch"]
+__all__ = ["STRATEGIES", "Emitted", "LaunchConfig", "build_launch_config", "decoder_layer_class", "launchable",
+           "emit", "launch_local", "plan_launch", "recommended_machine", "run_on_local_gpus", "write_launch"]

@@ -20,21 +20,13 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from planner.errors import PlannerError
+from planner.plan import Strategy
 
-# Strategy names: the launch side of pricing/fit.py's strategies (see STRATEGY_ALIASES).
-SINGLE, DDP, FSDP, FSDP_QLORA, ZERO3 = "single-gpu", "data-parallel", "fsdp", "fsdp-qlora", "zero3"
+# The strategies a training launch knows: planner.plan.Strategy, the one vocabulary.
+SINGLE, DDP, FSDP, FSDP_QLORA, ZERO3 = (Strategy.SINGLE_GPU, Strategy.DATA_PARALLEL, Strategy.FSDP,
+                                        Strategy.FSDP_QLORA, Strategy.ZERO3)
 STRATEGIES = (SINGLE, DDP, FSDP, FSDP_QLORA, ZERO3)
 ENGINES = ("fsdp", "deepspeed")
-
-# Spellings a plan may use for the same strategy (lower-cased, '_' and ' ' read as '-').
-STRATEGY_ALIASES = {
-    "single": SINGLE, "single-gpu": SINGLE, "one-gpu": SINGLE, "1-gpu": SINGLE,
-    "data-parallel": DDP, "ddp": DDP, "dp": DDP, "replica": DDP,
-    "fsdp": FSDP, "sharded": FSDP, "fsdp-zero3": FSDP, "fsdp/zero-3": FSDP, "fsdp-full-shard": FSDP,
-    "fsdp-qlora": FSDP_QLORA, "qlora-fsdp": FSDP_QLORA,
-    "zero3": ZERO3, "zero-3": ZERO3, "deepspeed": ZERO3, "deepspeed-zero3": ZERO3, "zero3-offload": ZERO3,
-}
-INFERENCE_STRATEGIES = ("tensor-parallel", "tp", "inference-tensor-parallel")
 
 # transformers names each architecture's decoder block <Prefix>DecoderLayer and lists it in
 # ``_no_split_modules`` (checked against transformers in tests/distributed/test_config.py).
@@ -55,7 +47,7 @@ class LaunchConfig:
     ``$MAIN_PROCESS_IP`` on multi-machine plans (set on each machine).
     """
 
-    strategy: str
+    strategy: Strategy
     engine: str | None
     num_processes: int
     num_machines: int
@@ -86,20 +78,12 @@ class LaunchConfig:
                 "metadata": dict(self.metadata), "notes": list(self.notes)}
 
 
-def normalize_strategy(name: str) -> str:
-    """Map a plan's strategy name onto one of STRATEGIES; PlannerError for anything unlaunchable."""
-    key = str(name).strip().lower().replace("_", "-").replace(" ", "-")
-    if key in STRATEGY_ALIASES:
-        return STRATEGY_ALIASES[key]
-    if key in INFERENCE_STRATEGIES:
+def launchable(name: str | Strategy) -> Strategy:
+    """The training strategy ``name`` (exactly one of Strategy's values); PlannerError otherwise."""
+    strategy = Strategy.of(name)
+    if strategy is Strategy.TENSOR_PARALLEL:
         raise PlannerError(f"strategy '{name}' serves a model for inference; --emit-config launches training jobs")
-    if "qlora" in key and "fsdp" in key:
-        return FSDP_QLORA
-    for marker, strategy in (("zero", ZERO3), ("deepspeed", ZERO3), ("fsdp", FSDP), ("shard", FSDP),
-                             ("data-parallel", DDP), ("single", SINGLE)):
-        if marker in key:
-            return strategy
-    raise PlannerError(f"no launch configuration for strategy '{name}'; known: {', '.join(STRATEGIES)}")
+    return strategy
 
 
 def decoder_layer_class(model_type: str) -> str | None:
@@ -198,7 +182,7 @@ def build_launch_config(strategy: str, num_processes: int, num_machines: int, mo
     for 'fsdp'/'fsdp-qlora', DeepSpeed for 'zero3'). ``entry_args`` are the entry script's
     arguments; ``use_cpu`` makes a gloo/CPU config (tests, and machines without GPUs).
     """
-    strategy = normalize_strategy(strategy)
+    strategy = launchable(strategy)
     for name, value in (("number of processes", num_processes), ("number of machines", num_machines)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise PlannerError(f"{name} must be a positive integer, got {value!r}")

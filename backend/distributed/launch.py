@@ -8,7 +8,6 @@ command on this machine (``--execute --backend local`` with several GPUs, and th
 """
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -18,69 +17,51 @@ from typing import Any
 
 from planner.errors import PlannerError
 
-from .config import ACCELERATE_FILE, FSDP, FSDP_QLORA, SINGLE, ZERO3, LaunchConfig, build_launch_config, \
-    normalize_strategy
+from planner.plan import Machine, Plan, RunSettings, plan_for
+
+from ..execute import local_path, run_settings
+
+from .config import ACCELERATE_FILE, FSDP, FSDP_QLORA, ZERO3, LaunchConfig, build_launch_config
 
 PLAN_FILE = "plan.json"
 SCRIPT_FILE = "launch.sh"
 
 
-def recommendation(costs: Any) -> dict[str, Any]:
-    """The pricing recommendation as a dict (``costs.to_dict()["recommendation"]``), or a clear error."""
+def recommended_machine(costs: Any) -> Machine:
+    """The machine pricing recommends (``costs.recommendation``, a typed Candidate), or a clear error."""
     if costs is None:
         raise PlannerError("--emit-config needs a priced plan to know how many GPUs to launch; drop --no-pricing")
-    doc = costs.to_dict() if hasattr(costs, "to_dict") else dict(costs)
-    rec = doc.get("recommendation")
-    if not rec:
+    if costs.recommendation is None:
         raise PlannerError("nothing fits this plan, so there is no launch configuration to write; "
                            "see the candidates above (--max-gpus, --platform, a smaller --seq-len)")
-    return rec
+    return Machine.of(costs.recommendation)
 
 
-def machines_of(rec: dict[str, Any]) -> tuple[int, int]:
-    """(total GPUs, machines) of a recommendation; ``gpu_count`` counts GPUs over all machines."""
-    machines = int(rec.get("machines") or rec.get("instance_count") or rec.get("num_machines") or 1)
-    gpus = int(rec.get("gpu_count") or 1)
-    return gpus, machines
-
-
-def plan_launch(est: Any, costs: Any, *, entry_args: tuple[str, ...] = (), engine: str | None = None,
-                offload: bool | None = None, use_cpu: bool = False, num_processes: int | None = None) -> LaunchConfig:
-    """The LaunchConfig for a priced plan: strategy, GPU and machine counts from pricing's
-    recommendation, the architecture and mode from the estimate; the per-GPU estimate pricing fitted
-    goes into the metadata (and from there into plan.json and run.json)."""
-    rec = recommendation(costs)
-    gpus, machines = machines_of(rec)
-    strategy = normalize_strategy(rec.get("strategy") or SINGLE)
+def plan_launch(est: Any, machine: Machine, *, entry_args: tuple[str, ...] = (), engine: str | None = None,
+                offload: bool = False, use_cpu: bool = False, num_processes: int | None = None) -> LaunchConfig:
+    """The LaunchConfig for a planned machine: strategy, GPU and machine counts from it, the
+    architecture and mode from the estimate; the per-GPU estimate pricing fitted goes into the
+    metadata (and from there into plan.json and run.json)."""
+    gpus, machines = machine.gpu_count, machine.machines
     if num_processes is not None:  # e.g. the GPUs this machine really has
         gpus, machines = num_processes, 1
-    if offload is None:
-        offload = "offload" in str(rec.get("strategy", "")).lower()
-    meta = {"planned_strategy": rec.get("strategy"), "per_gpu_bytes": rec.get("per_gpu_bytes"),
-            "instance_type": rec.get("instance_type"), "platform": rec.get("platform"),
-            "gpu_count": rec.get("gpu_count"), "single_gpu_total_bytes": est.total_bytes,
+    meta = {"planned_strategy": machine.strategy.value, "per_gpu_bytes": machine.per_gpu_bytes,
+            "instance_type": machine.instance_type, "platform": machine.platform,
+            "gpu_count": machine.gpu_count, "single_gpu_total_bytes": est.total_bytes,
             "single_gpu_peak_allocated_bytes": est.peak_allocated_bytes}
-    return build_launch_config(strategy, gpus, machines, est.model.model_type, est.job.mode,
-                               compute_dtype=est.job.compute_dtype, engine=engine, offload=bool(offload),
+    return build_launch_config(machine.strategy, gpus, machines, est.model.model_type, est.job.mode,
+                               compute_dtype=est.job.compute_dtype, engine=engine, offload=offload,
                                use_cpu=use_cpu, entry_args=entry_args, metadata=meta)
 
 
-def plan_document(model_name: str, est: Any, cfg: LaunchConfig, training: dict[str, Any]) -> dict[str, Any]:
-    """plan.json for ``backend.train``: the estimate, the ``training`` block, the ``distributed`` block."""
-    block = {"model": model_name, **{k: v for k, v in training.items() if v is not None}}
-    return {**est.to_dict(), "training": block, "distributed": dict(cfg.metadata)}
+def plan_document(model_name: str, est: Any, cfg: LaunchConfig, settings: RunSettings,
+                  machine: Machine | None = None) -> Plan:
+    """The plan for ``backend.train`` under this launch: the run settings and the ``distributed`` block."""
+    return plan_for(est, settings, backend="emit", model_name=model_name, machine=machine,
+                    distributed=dict(cfg.metadata))
 
 
-def training_block(opts: Any, dir: Path) -> dict[str, Any]:
-    """The entry script's settings from the CLI options (train.py's Settings fields)."""
-    return {"dataset": str(Path(opts.dataset).resolve()) if opts.dataset and "://" not in str(opts.dataset)
-            else opts.dataset,
-            "output_dir": str(Path(opts.output_dir).resolve()) if opts.output_dir else str((dir / "output").resolve()),
-            "max_steps": opts.max_steps, "epochs": opts.epochs, "learning_rate": opts.learning_rate,
-            "save_steps": opts.save_steps, "experiment": opts.experiment}
-
-
-def write_launch(cfg: LaunchConfig, dir: Path, plan: dict[str, Any] | None = None,
+def write_launch(cfg: LaunchConfig, dir: Path, plan: Plan | None = None,
                  alternative: LaunchConfig | None = None) -> list[Path]:
     """Write the config files, plan.json and launch.sh into ``dir``; return the paths written."""
     dir = Path(dir)
@@ -93,7 +74,7 @@ def write_launch(cfg: LaunchConfig, dir: Path, plan: dict[str, Any] | None = Non
     for name, text in cfg.rendered_files(where):
         written.append(_write(dir / name, text))
     if plan is not None:
-        written.append(_write(dir / PLAN_FILE, json.dumps(plan, indent=2) + "\n"))
+        written.append(_write(dir / PLAN_FILE, plan.to_json()))
     lines = ["#!/usr/bin/env bash", f"# {cfg.strategy} on {cfg.num_processes} GPU(s), {cfg.num_machines} machine(s); "
              "generated by `plan --emit-config`, see docs/distributed.md", "set -euo pipefail"]
     if cfg.num_machines > 1:
@@ -139,13 +120,16 @@ def emit(model_name: str, est: Any, costs: Any, opts: Any) -> Emitted:
     """``plan MODEL ... --emit-config DIR``: write the launch files for the priced plan."""
     dir = Path(opts.emit_config)
     entry = ("--plan", "{dir}/" + PLAN_FILE)
-    cfg = plan_launch(est, costs, entry_args=entry)
+    machine = recommended_machine(costs)
+    cfg = plan_launch(est, machine, entry_args=entry)
     alternative = None
     if cfg.strategy in (FSDP, FSDP_QLORA, ZERO3):  # the other engine, for those who prefer it
         other = "fsdp" if cfg.engine == "deepspeed" else "deepspeed"
-        alternative = plan_launch(est, costs, entry_args=("--plan", str((dir / PLAN_FILE).resolve())), engine=other,
+        alternative = plan_launch(est, machine, entry_args=("--plan", str((dir / PLAN_FILE).resolve())), engine=other,
                                   offload=cfg.metadata["offload"])
-    plan = plan_document(model_name, est, cfg, training_block(opts, dir))
+    out = Path(opts.output_dir).resolve() if opts.output_dir else (dir / "output").resolve()
+    settings = run_settings(opts, model=model_name, dataset=local_path(opts.dataset), output_dir=out)
+    plan = plan_document(model_name, est, cfg, settings, machine)
     written = write_launch(cfg, dir, plan, alternative)
     return Emitted(cfg, dir, tuple(written), validate_dir(dir))
 
@@ -162,17 +146,16 @@ def validate_dir(dir: Path) -> bool:
     return True
 
 
-def run_on_local_gpus(est: Any, costs: Any, plan: dict[str, Any], out: Path, gpus: int) -> int:
+def run_on_local_gpus(est: Any, machine: Machine, plan: Plan, out: Path, gpus: int) -> int:
     """``--execute --backend local`` on a machine with ``gpus`` > 1 GPUs: the plan's strategy over
     this machine's GPUs under ``accelerate launch``; launch files go to OUT/launch."""
     out = Path(out)
-    cfg = plan_launch(est, costs, entry_args=("--plan", str((out / PLAN_FILE).resolve())), num_processes=gpus)
-    plan = {**plan, "distributed": dict(cfg.metadata)}
-    _write(out / PLAN_FILE, json.dumps(plan, indent=2) + "\n")
+    cfg = plan_launch(est, machine, entry_args=("--plan", str((out / PLAN_FILE).resolve())), num_processes=gpus)
+    _write(out / PLAN_FILE, plan.with_(distributed=dict(cfg.metadata)).to_json())
     return launch_local(cfg, out / "launch")
 
 
-def launch_local(cfg: LaunchConfig, dir: Path, plan: dict[str, Any] | None = None, *,
+def launch_local(cfg: LaunchConfig, dir: Path, plan: Plan | None = None, *,
                  env: dict[str, str] | None = None, timeout: float | None = None) -> int:
     """Write the launch files into ``dir`` and run ``accelerate launch`` here; its exit code.
 

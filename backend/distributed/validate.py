@@ -56,13 +56,15 @@ def _has_accelerator() -> bool:
 def validate_config(path: str | os.PathLike[str]) -> CheckedConfig:
     """Load ``path`` with accelerate and build its plugin; PlannerError naming the problem."""
     from accelerate.commands.config.config_args import load_config_from_file
-    from accelerate.commands.launch import _validate_launch_command, launch_command_parser
+    from accelerate.commands.launch import launch_command_parser
+
+    from backend.compat import validate_launch_command
 
     path = str(path)
     try:
         cluster = load_config_from_file(path)
         args = launch_command_parser().parse_args(["--config_file", path, "train.py"])
-        args, defaults, mp_from_config = _validate_launch_command(args)
+        args, defaults, mp_from_config = validate_launch_command(args)
         notes: list[str] = []
         plugin: dict[str, Any] = {}
         if args.use_fsdp:

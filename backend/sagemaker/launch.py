@@ -8,7 +8,6 @@ spot, Torchrun for several GPUs. ``prepare`` builds the request and ``launch`` s
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -17,6 +16,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+from planner.plan import Machine, Plan, RunSettings, plan_for
 
 from .errors import SageMakerError, aws_errors
 from .request import (CHECKPOINT_DIR, DATA_DIR, MODEL_DIR, PLAN_FILE, REQUIREMENTS_FILE, SECRET_ENV,
@@ -60,12 +61,12 @@ def secret_values(environ: dict[str, str] | None = None) -> dict[str, str]:
     return {name: environ[name] for name in SECRET_ENV if environ.get(name)}
 
 
-def stage_source(request: TrainingRequest, plan: dict[str, Any], dest: Path) -> Path:
+def stage_source(request: TrainingRequest, plan: Plan, dest: Path) -> Path:
     """Write the job's code folder: backend/ (with train.py), planner/, plan.json, requirements.txt.
 
     The entry script is the same ``backend/train.py`` the local backend runs; it imports
-    ``backend.*`` and ``planner.*``, so both packages go along (without the sagemaker, serve
-    and distributed subpackages, which the container does not need).
+    ``backend.*`` (with backend/recipes) and ``planner.*``, so both go along (without the
+    sagemaker, serve and distributed subpackages, which the container does not need).
     """
     if not (BACKEND_DIR / "train.py").is_file():
         raise SageMakerError(f"the training entry script {BACKEND_DIR / 'train.py'} is missing from this install")
@@ -73,19 +74,22 @@ def stage_source(request: TrainingRequest, plan: dict[str, Any], dest: Path) -> 
     (dest / "backend").mkdir(exist_ok=True)
     for py in BACKEND_DIR.glob("*.py"):
         shutil.copy2(py, dest / "backend" / py.name)
-    if (BACKEND_DIR / "data").is_dir():
-        shutil.copytree(BACKEND_DIR / "data", dest / "backend" / "data", dirs_exist_ok=True,
-                        ignore=shutil.ignore_patterns("__pycache__"))
+    for sub in ("data", "recipes"):  # the data files and the per-mode recipes train.py imports
+        if (BACKEND_DIR / sub).is_dir():
+            shutil.copytree(BACKEND_DIR / sub, dest / "backend" / sub, dirs_exist_ok=True,
+                            ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(PLANNER_DIR, dest / "planner", dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy2(Path(__file__).with_name(REQUIREMENTS_FILE), dest / request.requirements)
-    text = json.dumps(plan, indent=2, default=str)
+    text = plan.to_json()
     check_no_secrets({PLAN_FILE: text}, secret_values())
     (dest / PLAN_FILE).write_text(text)
     return dest
 
 
-def launch(request: TrainingRequest, plan: dict[str, Any], session: Any) -> LaunchResult:
+def launch(request: TrainingRequest, plan: Plan, session: Any) -> LaunchResult:
     """Upload the data set (if local) and source, and create the training job with ModelTrainer."""
+    from backend.compat import latest_training_job
+
     from .aws import upload_path
     from sagemaker.core.helper.session_helper import Session
     from sagemaker.core.training.configs import (CheckpointConfig, Compute, InputData, OutputDataConfig,
@@ -124,7 +128,7 @@ def launch(request: TrainingRequest, plan: dict[str, Any], session: Any) -> Laun
         with aws_errors("starting the SageMaker training job"):
             trainer.train(input_data_config=[InputData(channel_name="train", data_source=request.dataset_s3_uri)],
                           wait=False, logs=False)
-    job = trainer._latest_training_job  # the sagemaker.core TrainingJob that train() created
+    job = latest_training_job(trainer)  # the sagemaker.core TrainingJob that train() created
     region = session.region_name
     return LaunchResult(job_name=job.training_job_name, job_arn=str(job.training_job_arn or ""),
                         status=str(job.training_job_status or "InProgress"), dataset_s3_uri=request.dataset_s3_uri,
@@ -137,9 +141,7 @@ def prepare(model_name: str, est: Any, costs: Any, opts: Any, session: Any) -> T
     """The request for this plan and these options (talks to AWS only to check the role's bucket)."""
     from .aws import check_role, check_s3_input, content_digest, resolve_bucket
 
-    plan = est.to_dict()
-    costs_dict = costs.to_dict() if costs is not None else None
-    choice = sagemaker_choice(costs_dict)
+    choice = sagemaker_choice(costs)
     role = check_role(getattr(opts, "role", None))
     dataset = str(getattr(opts, "dataset", None) or "")
     if not dataset:
@@ -157,37 +159,41 @@ def prepare(model_name: str, est: Any, costs: Any, opts: Any, session: Any) -> T
     env: dict[str, str] = {}
     if choice.instance_count * choice.gpus_per_instance > 1:
         from .sharding import launch_settings
-        env, _block = launch_settings(est, sagemaker_candidate(costs_dict))
+        env, _block = launch_settings(est, Machine.of(sagemaker_candidate(costs)))
     return build_training_request(
-        model_name=model_name, hf_id=plan["model"]["hf_id"] or model_name, mode=plan["mode"],
-        params=int(plan["model"]["params"]), choice=choice, region=session.region_name, role_arn=role,
+        model_name=model_name, hf_id=est.model.hf_id or model_name, mode=est.job.mode,
+        params=int(est.params.total), choice=choice, region=session.region_name, role_arn=role,
         bucket=bucket, dataset=dataset, image_uri=training_image(session.region_name, choice.instance_type),
         stamp=datetime.now().strftime("%Y%m%d%H%M%S"), spot=bool(opts.spot), max_cost=opts.max_cost,
         hyperparameters=hp, secret_env=tuple(secrets), dataset_digest=digest, environment=env)
 
 
-def plan_file(model_name: str, est: Any, costs: Any, request: TrainingRequest) -> dict[str, Any]:
-    """plan.json for the job: the estimate, a ``training`` block for backend/train.py, the request.
+def plan_file(model_name: str, est: Any, costs: Any, request: TrainingRequest) -> Plan:
+    """The job's plan: the estimate, the run settings for backend/train.py, the request.
 
     No secret values: the request names forwarded variables only. The adapter store and the
     hyperparameters' paths are the container's; ``register`` is off (``plan jobs fetch`` does it).
+    The run settings are the hyperparameters the job also gets as flags (the flags win).
     """
     hp = request.hyperparameters
-    training = {"model": request_tag(request, "plan:model") or model_name, "dataset": DATA_DIR,
-                "output_dir": MODEL_DIR, "checkpoint_dir": CHECKPOINT_DIR, "register": False,
-                "max_steps": int(hp["max-steps"]) if "max-steps" in hp else None,
-                "epochs": float(hp["epochs"]) if "epochs" in hp else None,
-                "learning_rate": float(hp["learning-rate"]) if "learning-rate" in hp else None,
-                "save_steps": int(hp["save-steps"]) if "save-steps" in hp else None,
-                "experiment": hp.get("experiment")}
-    plan = {**est.to_dict(), "model_name": model_name, "backend": "sagemaker",
-            "training": {k: v for k, v in training.items() if v is not None}, "request": request.to_dict()}
+    settings = RunSettings(
+        model=request_tag(request, "plan:model") or model_name, dataset=DATA_DIR, output_dir=MODEL_DIR,
+        checkpoint_dir=CHECKPOINT_DIR, register=False,
+        **{k: v for k, v in {"max_steps": int(hp["max-steps"]) if "max-steps" in hp else None,
+                             "epochs": float(hp["epochs"]) if "epochs" in hp else None,
+                             "learning_rate": float(hp["learning-rate"]) if "learning-rate" in hp else None,
+                             "save_steps": int(hp["save-steps"]) if "save-steps" in hp else None,
+                             "experiment": hp.get("experiment")}.items() if v is not None})
+    machine = distributed = None
     if costs is not None:
-        plan["costs"] = costs.to_dict()
+        candidate = sagemaker_candidate(costs)
+        machine = Machine.of(candidate)
         if request.instance_count * request.gpus_per_instance > 1:
             from .sharding import launch_settings
-            plan["distributed"] = launch_settings(est, sagemaker_candidate(plan["costs"]))[1]
-    return plan
+            distributed = launch_settings(est, machine)[1]
+    return plan_for(est, settings, backend="sagemaker", model_name=model_name, machine=machine,
+                    distributed=distributed, request=request.to_dict(),
+                    costs=costs.to_dict() if costs is not None else None)
 
 
 def request_tag(request: TrainingRequest, key: str) -> str | None:

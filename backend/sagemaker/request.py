@@ -12,9 +12,11 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping
 
+from backend import execute
+from planner.plan import Strategy
+
 from .errors import SageMakerError
 
-GIB = 1024**3
 # SageMaker's limit for MaxRuntimeInSeconds and MaxWaitTimeInSeconds: 28 days.
 MAX_RUNTIME_S = 28 * 24 * 3600
 RUNTIME_MARGIN = 1.5          # max runtime = estimate x 1.5 + 30 min (start-up, model download, saves)
@@ -45,7 +47,7 @@ class SageMakerChoice:
     usd_per_hour: float | None     # per machine (None: no price known)
     job_hours: float | None
     job_usd: float | None          # all instances, whole job
-    strategy: str | None = None    # pricing's strategy (single-gpu, data-parallel, fsdp, fsdp-qlora...)
+    strategy: Strategy | None = None  # pricing's strategy
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -101,57 +103,40 @@ class TrainingRequest:
         return d
 
 
-def _get(row: Mapping[str, Any], *names: str, default: Any = None) -> Any:
-    for name in names:
-        if row.get(name) is not None:
-            return row[name]
-    return default
+def _is_sagemaker(c: Any) -> bool:
+    return c.platform == "sagemaker"
 
 
-def _is_sagemaker(row: Mapping[str, Any]) -> bool:
-    return str(_get(row, "platform", default="")).lower() == "sagemaker" or \
-        str(_get(row, "instance_type", default="")).startswith("ml.")
-
-
-def _fits(row: Mapping[str, Any]) -> bool:
-    return bool(_get(row, "fits", "kept", default=True))
-
-
-def sagemaker_candidate(costs: Mapping[str, Any] | None) -> dict[str, Any]:
-    """The SageMaker row of a pricing result (``costs.to_dict()``).
+def sagemaker_candidate(costs: Any) -> Any:
+    """The SageMaker candidate of a pricing result (``pricing.costs.PlanCosts``, typed).
 
     The recommendation when it is a SageMaker instance, else the cheapest SageMaker candidate
     that fits; a clear error when the plan has none.
     """
-    if not costs:
+    if costs is None:
         raise SageMakerError("the plan has no prices, so no SageMaker instance was chosen; run without "
                              "--no-pricing and with --platform sagemaker (or any)")
-    rec = costs.get("recommendation") or {}
-    if rec and _is_sagemaker(rec) and _fits(rec):
-        return dict(rec)
-    options = [c for c in costs.get("candidates") or () if _is_sagemaker(c) and _fits(c)]
+    rec = costs.recommendation
+    if rec is not None and _is_sagemaker(rec) and rec.fits:
+        return rec
+    options = [c for c in costs.candidates if _is_sagemaker(c) and c.fits]
     if not options:
         raise SageMakerError("no SageMaker instance fits this plan; try --platform sagemaker with more "
                              "--max-gpus, a smaller --seq-len/--batch-size, or --mode qlora")
-    return dict(min(options, key=lambda c: (_get(c, "job_usd", default=math.inf),
-                                            _get(c, "usd_per_hour", default=math.inf))))
+    return min(options, key=lambda c: (math.inf if c.job_usd is None else c.job_usd,
+                                       math.inf if c.usd_per_hour is None else c.usd_per_hour))
 
 
-def sagemaker_choice(costs: Mapping[str, Any] | None) -> SageMakerChoice:
+def sagemaker_choice(costs: Any) -> SageMakerChoice:
     """The plan's SageMaker machine as plain numbers (see ``sagemaker_candidate``)."""
-    rec = sagemaker_candidate(costs)
-    instance_type = str(rec["instance_type"])
-    if not instance_type.startswith("ml."):
-        instance_type = f"ml.{instance_type}"
-    count = int(_get(rec, "machines", "instance_count", default=1))
-    gpus = int(_get(rec, "gpus_per_machine", default=0)) or max(1, int(_get(rec, "gpu_count", default=1)) // count)
-    per_machine = _get(rec, "usd_per_hour_per_machine")
-    if per_machine is None and _get(rec, "usd_per_hour") is not None:
-        per_machine = float(rec["usd_per_hour"]) / count  # pricing's usd_per_hour is for all machines
-    return SageMakerChoice(instance_type=instance_type, instance_count=count, gpus_per_instance=gpus,
-                           usd_per_hour=None if per_machine is None else float(per_machine),
-                           job_hours=_get(rec, "job_hours"), job_usd=_get(rec, "job_usd"),
-                           strategy=_get(rec, "strategy"))
+    c = sagemaker_candidate(costs)
+    count = c.machines
+    per_machine = c.usd_per_hour_per_machine
+    if per_machine is None and c.usd_per_hour is not None:
+        per_machine = c.usd_per_hour / count  # pricing's usd_per_hour is for all machines
+    return SageMakerChoice(instance_type=c.instance_type, instance_count=count, gpus_per_instance=c.gpus_per_machine,
+                           usd_per_hour=per_machine, job_hours=c.job_hours, job_usd=c.job_usd,
+                           strategy=None if c.strategy is None else Strategy.of(c.strategy))
 
 
 def max_runtime_seconds(job_hours: float | None) -> int:
@@ -174,8 +159,8 @@ def volume_size_gb(params: int, mode: str) -> int:
 
 
 def slug(text: str, limit: int) -> str:
-    s = re.sub(r"[^A-Za-z0-9]+", "-", text.split("/")[-1]).strip("-").lower()
-    return s[:limit].rstrip("-") or "model"
+    """A SageMaker name part: the last path segment, lower case, letters, digits and '-' only."""
+    return execute.slug(text.split("/")[-1].lower(), limit, keep="", default="model")
 
 
 def job_names(model_name: str, mode: str, stamp: str) -> tuple[str, str]:

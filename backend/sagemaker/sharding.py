@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
+
+from planner.plan import Machine
 
 from .errors import SageMakerError
 
@@ -19,15 +21,15 @@ from .errors import SageMakerError
 _PER_PROCESS = ("ACCELERATE_DYNAMO_",)
 
 
-def launch_settings(est: Any, rec: Mapping[str, Any]) -> tuple[dict[str, str], dict[str, Any]]:
-    """(environment, plan.json ``distributed`` block) for the chosen SageMaker candidate.
+def launch_settings(est: Any, machine: Machine) -> tuple[dict[str, str], dict[str, Any]]:
+    """(environment, plan.json ``distributed`` block) for the chosen SageMaker machine.
 
     Empty environment for one GPU and plain data parallelism (torchrun alone is right there).
     """
     from backend.distributed.config import DDP, FSDP, FSDP_QLORA, SINGLE, ZERO3
     from backend.distributed.launch import plan_launch
 
-    cfg = plan_launch(est, {"recommendation": dict(rec)})
+    cfg = plan_launch(est, machine)
     block = dict(cfg.metadata)
     if cfg.strategy in (SINGLE, DDP):
         return {}, block
@@ -35,15 +37,17 @@ def launch_settings(est: Any, rec: Mapping[str, Any]) -> tuple[dict[str, str], d
         raise SageMakerError(f"the plan's strategy {cfg.strategy} ({cfg.engine}) is not launched on SageMaker; "
                              "plans with FSDP are (run `plan ... --emit-config DIR` for DeepSpeed)")
     assert cfg.strategy in (FSDP, FSDP_QLORA)
-    from accelerate.commands.launch import _validate_launch_command, launch_command_parser
+    from accelerate.commands.launch import launch_command_parser
     from accelerate.utils import prepare_multi_gpu_env
+
+    from backend.compat import validate_launch_command
 
     with tempfile.TemporaryDirectory(prefix="plan-fsdp-") as tmp:
         for name, text in cfg.rendered_files(tmp):
             Path(tmp, name).write_text(text)
         config = Path(tmp, cfg.files[0][0])
         args = launch_command_parser().parse_args(["--config_file", str(config), "train.py"])
-        args, _defaults, _mp = _validate_launch_command(args)
+        args, _defaults, _mp = validate_launch_command(args)
         env = prepare_multi_gpu_env(args)
     keep = {k: str(v) for k, v in env.items()
             if (k.startswith("FSDP_") or k.startswith("ACCELERATE_")) and not k.startswith(_PER_PROCESS)}

@@ -4,9 +4,8 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from ..estimate import MemoryEstimate
+from ..breakdown import GIB, MemoryEstimate
 
-GIB = 1024**3
 GB = 1000**3
 BAR_WIDTH = 24
 

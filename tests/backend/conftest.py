@@ -40,14 +40,15 @@ def facts_file(tmp_path) -> Path:
 
 
 def make_plan(model_dir: Path, mode: str, dataset: Path, output_dir: Path, **training: Any) -> dict[str, Any]:
-    """plan.json as `plan MODEL --mode MODE --execute` writes it: the real estimate + a training block."""
+    """plan.json as `plan MODEL --mode MODE --execute` writes it: the real estimate + the run settings."""
     from planner.estimate import estimate
+    from planner.plan import RunSettings, plan_for
 
     est = estimate(str(model_dir), mode=mode, seq_len=32, batch_size=4, lora_r=8, lora_alpha=16,
                    lora_dropout=0.0, num_virtual_tokens=4)
     block = {"model": str(model_dir), "dataset": str(dataset), "output_dir": str(output_dir),
              "max_steps": 30, "save_steps": 10, "logging_steps": 5, **training}
-    return {**est.to_dict(), "training": block}
+    return plan_for(est, RunSettings(**block)).to_dict()
 
 
 def write_plan(path: Path, plan: dict[str, Any]) -> Path:

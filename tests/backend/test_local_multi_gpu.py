@@ -16,21 +16,21 @@ def gpus(n, gib, name="GPU"):
 def test_replica_fits_each_gpu_gives_data_parallel():
     est = estimate("llama3-8b", mode="qlora", seq_len=1024)
     rec, notes = local_strategy(est, gpus(2, 24), force=False)
-    assert rec["strategy"] == "data-parallel" and rec["gpu_count"] == 2
-    assert rec["per_gpu_bytes"] == fit.ddp_bytes(est) <= 24 * GIB
+    assert rec.strategy == "data-parallel" and rec.gpu_count == 2
+    assert rec.per_gpu_bytes == fit.ddp_bytes(est) <= 24 * GIB
 
 
 def test_too_big_for_one_gpu_shards_with_fsdp():
     est = estimate("llama3-8b", mode="full", seq_len=1024)
     assert fit.ddp_bytes(est) > 80 * GIB
     rec, _ = local_strategy(est, gpus(8, 80), force=False)
-    assert rec["strategy"] == "fsdp" and rec["per_gpu_bytes"] == fit.fsdp_bytes(est, 8)
+    assert rec.strategy == "fsdp" and rec.per_gpu_bytes == fit.fsdp_bytes(est, 8)
 
 
 def test_qlora_shards_with_fsdp_qlora():
     est = estimate("llama3-70b", mode="qlora", seq_len=1024)
     rec, _ = local_strategy(est, gpus(4, 44.7, "L40S"), force=False)
-    assert rec["strategy"] == "fsdp-qlora"
+    assert rec.strategy == "fsdp-qlora"
 
 
 def test_nothing_fits_is_refused_unless_forced():

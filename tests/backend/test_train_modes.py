@@ -10,7 +10,8 @@ import json
 import pytest
 
 from backend.store import AdapterStore
-from backend.train import Settings, train
+from backend.train import train
+from planner.plan import Plan
 from tests.backend.conftest import make_plan
 from tests.tiny import memorization_records, write_jsonl
 
@@ -21,7 +22,7 @@ CASES = [("qlora", 3e-2, 0.5), ("lora", 3e-2, 0.5), ("full", 1e-2, 0.3), ("promp
 
 
 def run(plan):
-    return train(plan, Settings.from_plan(plan))
+    return train(Plan.from_dict(plan))
 
 
 @pytest.mark.parametrize("mode,lr,fraction", CASES, ids=[c[0] for c in CASES])
@@ -65,11 +66,14 @@ def test_qlora_loads_real_bitsandbytes_4bit_layers(tiny_model):
     import torch
     import bitsandbytes as bnb
 
-    from backend.train import load_model, wrap_peft
+    from backend.recipes import recipe_for
+    from planner.job import Job
 
-    job = {"mode": "qlora", "precision": "int4", "attention": "sdpa", "gradient_checkpointing": True,
-           "lora_r": 8, "lora_alpha": 16, "lora_dropout": 0.0, "lora_targets": "all-linear"}
-    model = wrap_peft(load_model(str(tiny_model), job, torch.float32, {"type": "cpu"}, {}), job)
+    job = Job(mode="qlora", precision="int4", attention="sdpa", gradient_checkpointing=True,
+              lora_r=8, lora_alpha=16, lora_dropout=0.0, lora_targets="all-linear")
+    recipe = recipe_for(job)
+    assert recipe.name == "qlora"
+    model = recipe.wrap(recipe.load(str(tiny_model), job, torch.float32, {"type": "cpu"}), job)
     linear4 = [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
     assert len(linear4) == 2 * 7  # q, k, v, o, gate, up, down in each of 2 layers
     assert linear4[0].weight.quant_type == "nf4" and linear4[0].weight.quant_state.nested  # double quant

@@ -82,8 +82,9 @@ def test_killed_run_resumes_from_last_complete_checkpoint(tmp_path, tiny_model, 
     # Same losses as a run that was never interrupted: nothing lost, nothing seen twice.
     clean = make_plan(tiny_model, "lora", facts_file, tmp_path / "clean", learning_rate=3e-2, max_steps=STEPS,
                       save_steps=STEPS, logging_steps=1, register=False, track=False)
-    from backend.train import Settings, train
-    reference = train(clean, Settings.from_plan(clean))
+    from backend.train import train
+    from planner.plan import Plan
+    reference = train(Plan.from_dict(clean))
     # Bit-for-bit equality is not promised across processes (CPU BLAS reductions may order sums
     # differently); at lr 3e-2 such 1e-7 differences grow to ~0.3% by step 40. A step trained twice
     # or skipped shifts the curve by 5-20% per step, so 1% still catches it (and the step counts above).

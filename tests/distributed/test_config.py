@@ -5,11 +5,12 @@ import json
 
 import pytest
 
-from backend.distributed import build_launch_config, decoder_layer_class, normalize_strategy, plan_launch, \
-    write_launch
-from backend.distributed.config import DECODER_LAYER_PREFIX, STRATEGIES
+from backend.distributed import build_launch_config, decoder_layer_class, plan_launch, write_launch
+from backend.distributed.config import DECODER_LAYER_PREFIX, STRATEGIES, launchable
+from backend.distributed.launch import recommended_machine
 from backend.distributed.validate import validate_config
 from planner.errors import PlannerError
+from planner.plan import Strategy
 
 
 def files(cfg):
@@ -31,16 +32,15 @@ def test_unknown_architecture_falls_back_to_no_split_modules():
     assert any("_no_split_modules" in n for n in cfg.notes)
 
 
-@pytest.mark.parametrize("name,expected", [("single-gpu", "single-gpu"), ("data-parallel", "data-parallel"),
-                                           ("fsdp", "fsdp"), ("fsdp-qlora", "fsdp-qlora"), ("FSDP_QLoRA", "fsdp-qlora"),
-                                           ("DeepSpeed ZeRO-3", "zero3"), ("ddp", "data-parallel")])
-def test_strategy_names(name, expected):
-    assert normalize_strategy(name) == expected
+@pytest.mark.parametrize("name", ["single-gpu", "data-parallel", "fsdp", "fsdp-qlora", "zero3"])
+def test_strategy_names_are_planner_plan_strategy_exactly(name):
+    assert launchable(name) is Strategy(name)
 
 
 @pytest.mark.parametrize("call,message", [
-    (lambda: normalize_strategy("tensor-parallel"), "inference"),
-    (lambda: normalize_strategy("pipeline"), "no launch configuration"),
+    (lambda: launchable("tensor-parallel"), "inference"),
+    (lambda: launchable("pipeline"), "unknown strategy 'pipeline'; known: single-gpu, data-parallel"),
+    (lambda: launchable("ddp"), "unknown strategy 'ddp'"),  # one vocabulary: no synonyms
     (lambda: build_launch_config("fsdp", 6, 4, "llama", "full"), "evenly"),
     (lambda: build_launch_config("fsdp", 0, 1, "llama", "full"), "positive"),
     (lambda: build_launch_config("fsdp", 2, 1, "llama", "inference"), "served"),
@@ -128,7 +128,7 @@ def test_accelerate_rejects_a_broken_config_in_one_line(tmp_path):
 def test_70b_full_finetune_plan_launches_fsdp_across_machines(tmp_path, plan_70b_full):
     est, costs = plan_70b_full
     rec = costs.to_dict()["recommendation"]
-    cfg = plan_launch(est, costs)
+    cfg = plan_launch(est, recommended_machine(costs))
     assert cfg.strategy == rec["strategy"] == "fsdp"
     assert (cfg.num_processes, cfg.num_machines) == (rec["gpu_count"], rec["machines"])
     assert cfg.num_processes > 1
@@ -142,7 +142,7 @@ def test_70b_qlora_plan_launches_fsdp_qlora(tmp_path, plan_70b_qlora):
     est, costs = plan_70b_qlora
     rec = costs.to_dict()["recommendation"]
     assert rec["strategy"] == "fsdp-qlora" and rec["gpu_count"] >= 2
-    cfg = plan_launch(est, costs)
+    cfg = plan_launch(est, recommended_machine(costs))
     assert cfg.strategy == "fsdp-qlora" and cfg.num_processes == rec["gpu_count"]
     assert cfg.metadata["bnb_4bit_quant_storage"] == "bfloat16"
     write_launch(cfg, tmp_path)

@@ -12,6 +12,7 @@ import pytest
 from backend.distributed import build_launch_config, launch_local, write_launch
 from backend.distributed.launch import plan_document
 from planner.estimate import estimate
+from planner.plan import RunSettings
 from tests.tiny import make_tiny_model, memorization_records, write_jsonl
 
 ENV = {"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
@@ -24,8 +25,9 @@ def run_two_processes(tmp_path, strategy: str, mode: str = "lora"):
     cfg = build_launch_config(strategy, 2, 1, est.model.model_type, mode, use_cpu=True, compute_dtype="fp32",
                               entry_args=("--plan", "{dir}/plan.json"), metadata={"per_gpu_bytes": est.total_bytes})
     out = tmp_path / "out"
-    plan = plan_document(str(model), est, cfg, {"dataset": str(data), "output_dir": str(out), "max_steps": 3,
-                                                "save_steps": 3, "logging_steps": 1, "track": False, "register": False})
+    plan = plan_document(str(model), est, cfg, RunSettings(model=str(model), dataset=str(data), output_dir=str(out),
+                                                           max_steps=3, save_steps=3, logging_steps=1, track=False,
+                                                           register=False))
     code = launch_local(cfg, tmp_path / "launch", plan, env=ENV, timeout=240)
     return code, out
 

@@ -1,30 +1,37 @@
 """Plan inputs for the SageMaker tests: a real memory estimate and pricing results written by hand.
 
-The pricing result is a plain value with ``to_dict()`` in the shape ``pricing`` returns
-(recommendation + candidates); each one below says why it is there.
+The pricing result holds real ``pricing.choose.Candidate`` objects (recommendation + candidates)
+and ``to_dict()`` like ``PlanCosts``; each one below says why it is there.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from planner.estimate import estimate
+from pricing.choose import Candidate
 
 MODEL = "qwen2.5-0.5b"
 
 
 @dataclass(frozen=True)
 class Costs:
-    data: dict[str, Any]
+    recommendation: Candidate | None
+    candidates: tuple[Candidate, ...]
+
+    def __init__(self, data: dict[str, Any]):
+        object.__setattr__(self, "recommendation", data["recommendation"])
+        object.__setattr__(self, "candidates", tuple(data["candidates"]))
 
     def to_dict(self) -> dict[str, Any]:
-        return self.data
+        return {"recommendation": self.recommendation.to_dict() if self.recommendation else None,
+                "candidates": [c.to_dict() for c in self.candidates]}
 
 
 def sm_row(instance_type: str, gpus: int, usd_per_machine: float | None, hours: float | None = 2.0,
-           machines: int = 1, strategy: str | None = None, **extra: Any) -> dict[str, Any]:
-    """A candidate in the shape of pricing.choose.Candidate.to_dict() (usd_per_hour: all machines)."""
+           machines: int = 1, strategy: str | None = None, **extra: Any) -> Candidate:
+    """A pricing.choose.Candidate (usd_per_hour: all machines)."""
     total = None if usd_per_machine is None else usd_per_machine * machines
     row = {"instance_type": instance_type, "platform": "sagemaker", "region": "us-east-1", "usage": "training",
            "gpus_per_machine": gpus, "fits": True, "reason": "fits", "machines": machines,
@@ -32,7 +39,7 @@ def sm_row(instance_type: str, gpus: int, usd_per_machine: float | None, hours: 
            "usd_per_hour_per_machine": usd_per_machine, "usd_per_hour": total, "job_hours": hours,
            "job_usd": None if hours is None or total is None else round(hours * total, 2)}
     row.update(extra)
-    return row
+    return Candidate(gpu_model="test GPU", gpu_memory_gib=None, **row)
 
 
 # One A10G, $1.515/h (SMK-A price of ml.g5.2xlarge), 2 h: $3.03 estimated.
@@ -46,7 +53,7 @@ TWO_NODES = Costs({"recommendation": sm_row("ml.p4d.24xlarge", 8, 25.25, machine
                    "candidates": [sm_row("ml.p4d.24xlarge", 8, 25.25, machines=2)]})
 # EC2 is cheaper and recommended; the SageMaker fit must be picked from the candidates,
 # and the SageMaker row that does not fit must be skipped although it is cheaper.
-EC2_ROW = {**sm_row("g5.2xlarge", 1, 1.212), "platform": "ec2", "usage": "on-demand"}
+EC2_ROW = replace(sm_row("g5.2xlarge", 1, 1.212), platform="ec2", usage="on-demand")
 EC2_FIRST = Costs({"recommendation": EC2_ROW,
                    "candidates": [EC2_ROW,
                                   sm_row("ml.g4dn.xlarge", 1, 0.736, fits=False),

@@ -11,16 +11,16 @@ from .plans import EC2_FIRST, EC2_ONLY, ONE_GPU, TWO_NODES, UNPRICED
 
 
 def test_the_sagemaker_recommendation_is_used_as_is():
-    assert sagemaker_choice(ONE_GPU.to_dict()) == SageMakerChoice("ml.g5.2xlarge", 1, 1, 1.515, 2.0, 3.03, "single-gpu")
-    assert sagemaker_choice(TWO_NODES.to_dict()) == SageMakerChoice("ml.p4d.24xlarge", 2, 8, 25.25, 2.0, 101.0, "fsdp")
+    assert sagemaker_choice(ONE_GPU) == SageMakerChoice("ml.g5.2xlarge", 1, 1, 1.515, 2.0, 3.03, "single-gpu")
+    assert sagemaker_choice(TWO_NODES) == SageMakerChoice("ml.p4d.24xlarge", 2, 8, 25.25, 2.0, 101.0, "fsdp")
 
 
 def test_an_ec2_recommendation_falls_back_to_the_cheapest_fitting_sagemaker_candidate():
     # ml.g4dn.xlarge is cheaper but does not fit: ml.g5.2xlarge is the choice.
-    assert sagemaker_choice(EC2_FIRST.to_dict()).instance_type == "ml.g5.2xlarge"
+    assert sagemaker_choice(EC2_FIRST).instance_type == "ml.g5.2xlarge"
 
 
-@pytest.mark.parametrize("costs", [None, EC2_ONLY.to_dict()])
+@pytest.mark.parametrize("costs", [None, EC2_ONLY])
 def test_a_plan_without_a_sagemaker_candidate_is_a_clear_error(costs):
     with pytest.raises(SageMakerError, match="SageMaker"):
         sagemaker_choice(costs)
@@ -54,7 +54,7 @@ def test_secrets_never_ride_in_hyperparameters():
 
 def _build(costs, **kw):
     args = dict(model_name="qwen2.5-0.5b", hf_id="Qwen/Qwen2.5-0.5B", mode="qlora", params=494_032_768,
-                choice=sagemaker_choice(costs.to_dict()), region="us-east-1",
+                choice=sagemaker_choice(costs), region="us-east-1",
                 role_arn="arn:aws:iam::123456789012:role/r", bucket="b", dataset="d.jsonl", image_uri="img",
                 stamp="20261127120000")
     return build_training_request(**{**args, **kw})

@@ -48,7 +48,7 @@ def test_restarted_spot_job_resumes_from_the_restored_checkpoints(tmp_path):
     hp = hyperparameters_for(max_steps=4, epochs=1.0, save_steps=2)
     request = build_training_request(
         model_name=str(tiny), hf_id=str(tiny), mode="lora", params=est.params.total,
-        choice=sagemaker_choice(ONE_GPU.to_dict()), region="us-east-1", role_arn="arn:aws:iam::123456789012:role/r",
+        choice=sagemaker_choice(ONE_GPU), region="us-east-1", role_arn="arn:aws:iam::123456789012:role/r",
         bucket="b", dataset="s3://b/data/", image_uri="img", stamp="20261127120000", spot=True, hyperparameters=hp)
     code = stage_source(request, plan_file(str(tiny), est, None, request), tmp_path / "code")
     assert json.loads((code / "plan.json").read_text())["training"]["checkpoint_dir"] == "/opt/ml/checkpoints"
