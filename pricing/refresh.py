@@ -57,32 +57,24 @@ def on_demand_usd(price_list: Iterable[str]) -> float | None:
 
 
 def _products(client, service: str, filters: list[dict[str, str]]) -> list[str]:
-    out: list[str] = []
-    kwargs: dict[str, Any] = {"ServiceCode": service, "Filters": filters, "FormatVersion": "aws_v1", "MaxResults": 100}
-    while True:
-        resp = client.get_products(**kwargs)
-        out.extend(resp.get("PriceList", []))
-        if not resp.get("NextToken"):
-            return out
-        kwargs["NextToken"] = resp["NextToken"]
+    pages = client.get_paginator("get_products").paginate(ServiceCode=service, Filters=filters, FormatVersion="aws_v1",
+                                                          PaginationConfig={"PageSize": 100})
+    return [item for page in pages for item in page.get("PriceList", [])]
 
 
 def spot_prices(ec2, instance_types: list[str], now: datetime) -> dict[str, tuple[float, float]]:
     """(cheapest, dearest) latest spot price across zones per instance type."""
     latest: dict[tuple[str, str], tuple[datetime, float]] = {}
-    kwargs: dict[str, Any] = {"InstanceTypes": instance_types, "ProductDescriptions": ["Linux/UNIX"], "StartTime": now}
-    while True:
-        resp = ec2.describe_spot_price_history(**kwargs)
-        for h in resp.get("SpotPriceHistory", []):
+    pages = ec2.get_paginator("describe_spot_price_history").paginate(
+        InstanceTypes=instance_types, ProductDescriptions=["Linux/UNIX"], StartTime=now)
+    for page in pages:
+        for h in page.get("SpotPriceHistory", []):
             if not h.get("ProductDescription", "").startswith("Linux/UNIX"):
                 continue
             key = (h["InstanceType"], h.get("AvailabilityZone", ""))
             stamp = h.get("Timestamp") or now
             if key not in latest or stamp > latest[key][0]:
                 latest[key] = (stamp, float(h["SpotPrice"]))
-        if not resp.get("NextToken"):
-            break
-        kwargs["NextToken"] = resp["NextToken"]
     per_type: dict[str, list[float]] = {}
     for (itype, _), (_, usd) in latest.items():
         if usd > 0:

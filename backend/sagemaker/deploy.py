@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,12 +66,18 @@ def deploy(package: str, *, endpoint_name: str, role_arn: str, session: Any,
         sm.create_endpoint(EndpointName=endpoint_name, EndpointConfigName=endpoint_name,
                            Tags=[{"Key": "plan:model-package", "Value": pkg.arn}])
     info = status(endpoint_name, session=session)
-    start = time.monotonic()
-    while wait and info.status in ("Creating", "Updating"):
-        if time.monotonic() - start > timeout_s:
-            raise SageMakerError(f"endpoint {endpoint_name} still {info.status} after {timeout_s:.0f} s")
-        time.sleep(poll_s)
+    if wait and info.status in ("Creating", "Updating"):
+        from botocore.exceptions import WaiterError
+
+        delay = max(1, int(poll_s))
+        try:  # boto3's waiter: InService succeeds, Failed stops it (then the status below says so)
+            sm.get_waiter("endpoint_in_service").wait(
+                EndpointName=endpoint_name, WaiterConfig={"Delay": delay, "MaxAttempts": max(1, int(timeout_s // delay))})
+        except WaiterError:
+            pass
         info = status(endpoint_name, session=session)
+        if info.status in ("Creating", "Updating"):
+            raise SageMakerError(f"endpoint {endpoint_name} still {info.status} after {timeout_s:.0f} s")
     return EndpointInfo(**{**info.to_dict(), "model_package": pkg.arn})
 
 
@@ -100,7 +105,8 @@ def list_endpoints(*, session: Any, name_contains: str = "") -> tuple[EndpointIn
     if name_contains:
         args["NameContains"] = name_contains
     with aws_errors("listing endpoints"):
-        found = session.client("sagemaker").list_endpoints(**args)["Endpoints"]
+        pages = session.client("sagemaker").get_paginator("list_endpoints").paginate(**args)
+        found = [e for page in pages for e in page["Endpoints"]]
     return tuple(EndpointInfo(name=e["EndpointName"], status=e["EndpointStatus"], created=str(e.get("CreationTime", "")))
                  for e in found)
 

@@ -108,13 +108,15 @@ def list_jobs(*, session: Any = None, region: str | None = None, name_contains: 
               status: str | None = None, max_results: int = 20) -> tuple[JobInfo, ...]:
     """The newest training jobs whose name contains ``name_contains`` (the planner's, by default)."""
     session = _session(session, region)
-    args: dict[str, Any] = {"SortBy": "CreationTime", "SortOrder": "Descending", "MaxResults": max_results}
+    args: dict[str, Any] = {"SortBy": "CreationTime", "SortOrder": "Descending",
+                            "PaginationConfig": {"MaxItems": max_results}}
     if name_contains:
         args["NameContains"] = name_contains
     if status:
         args["StatusEquals"] = status
     with aws_errors("listing training jobs"):
-        found = session.client("sagemaker").list_training_jobs(**args)["TrainingJobSummaries"]
+        pages = session.client("sagemaker").get_paginator("list_training_jobs").paginate(**args)
+        found = [j for page in pages for j in page["TrainingJobSummaries"]]
     return tuple(JobInfo(name=j["TrainingJobName"], status=j["TrainingJobStatus"],
                          secondary_status=j.get("SecondaryStatus", ""), created=str(j.get("CreationTime", "")),
                          ended=str(j.get("TrainingEndTime", ""))) for j in found)
@@ -122,7 +124,10 @@ def list_jobs(*, session: Any = None, region: str | None = None, name_contains: 
 
 def wait_for(name: str, *, session: Any = None, region: str | None = None, poll_s: float = 30.0,
              timeout_s: float | None = None, on_change: Callable[[JobInfo], None] | None = None) -> JobInfo:
-    """Poll until the job is Completed, Failed or Stopped (or ``timeout_s`` passes: error)."""
+    """Poll until the job is Completed, Failed or Stopped (or ``timeout_s`` passes: error).
+
+    A loop, not boto3's ``training_job_completed_or_stopped`` waiter: the waiter cannot report
+    each status change (``on_change``, what ``plan jobs wait`` prints) on the way."""
     session = _session(session, region)
     start, last = time.monotonic(), None
     while True:
