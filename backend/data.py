@@ -278,13 +278,13 @@ def record_text(data: dict[str, Any], fmt: str) -> str:
 def count_tokens(ds: DataSet, tokenizer: Any = None) -> int:
     """Tokens in one split: exact with a tokenizer (chat template applied for messages),
     else estimated at CHARS_PER_TOKEN characters per token."""
-    total = 0
-    for rec in ds.records:
-        if tokenizer is None:
-            total += max(1, round(len(record_text(rec.data, ds.format)) / CHARS_PER_TOKEN))
-        elif ds.format == "messages" and getattr(tokenizer, "chat_template", None):
+    if tokenizer is None:
+        return sum(max(1, round(len(record_text(r.data, ds.format)) / CHARS_PER_TOKEN)) for r in ds.records)
+    if ds.format == "messages" and getattr(tokenizer, "chat_template", None):
+        total = 0
+        for rec in ds.records:
             ids = tokenizer.apply_chat_template(rec.data["messages"], tokenize=True)
             total += len(ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids)
-        else:
-            total += len(tokenizer(record_text(rec.data, ds.format))["input_ids"])
-    return total
+        return total
+    texts = [record_text(r.data, ds.format) for r in ds.records]
+    return sum(len(ids) for ids in tokenizer(texts)["input_ids"])  # one batched call
