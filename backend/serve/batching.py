@@ -156,45 +156,58 @@ class BatchScheduler:
 
         host = self.host
         with host.lock, torch.inference_mode():
-            rows, names = [], []
-            for seq in batch:
-                if seq.cancelled.is_set():
-                    continue
-                try:
-                    names.append(host.row_name(seq.model))
-                except ApiError as err:
-                    _send(seq, Failure(seq.index, err))
-                    continue
-                rows.append(_Row(seq))
+            rows, names = self._admit(batch)
             if not rows:
                 return
             self.batch_sizes[len(rows)] += 1
-            device = host.device
-            width = max(len(r.seq.prompt_ids) for r in rows)
-            ids = torch.tensor([[host.pad_id] * (width - len(r.seq.prompt_ids)) + r.seq.prompt_ids for r in rows],
-                               device=device)
-            mask = torch.tensor([[0] * (width - len(r.seq.prompt_ids)) + [1] * len(r.seq.prompt_ids) for r in rows],
-                                device=device)
-            positions = (mask.cumsum(-1) - 1).clamp(min=0)
-            logits, cache = host.forward(ids, mask, positions, None, names)
-            sampler = RowSampler.build([r.seq.params for r in rows], logits.shape[-1], device, self._fallback)
-            want_top = max((r.seq.params.logprobs or 0 for r in rows if r.seq.params.logprobs is not None),
-                           default=None)
-            for _ in itertools.count():
-                tokens = sampler.choose(logits)
-                logp = torch.log_softmax(logits.float(), dim=-1) if want_top is not None else None
-                keep = [i for i, row in enumerate(rows) if self._advance(row, int(tokens[i]), logp, i)]
-                if not keep:
-                    return
-                if len(keep) < len(rows):
-                    index = torch.tensor(keep, device=device)
-                    cache.batch_select_indices(index)
-                    sampler.select(index, keep)
-                    rows, names = [rows[i] for i in keep], [names[i] for i in keep]
-                    tokens, mask, positions = tokens[index], mask[index], positions[index]
-                mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-                positions = positions[:, -1:] + 1
-                logits, cache = host.forward(tokens[:, None], mask, positions, cache, names)
+            with host.batch_adapters(names) as mixed:
+                self._generate(rows, names, mixed)
+
+    def _admit(self, batch: list[Sequence]) -> tuple[list["_Row"], list[str]]:
+        """The rows to run (cancelled ones dropped, unknown models failed) and their adapter names."""
+        rows, names = [], []
+        for seq in batch:
+            if seq.cancelled.is_set():
+                continue
+            try:
+                names.append(self.host.row_name(seq.model))
+            except ApiError as err:
+                _send(seq, Failure(seq.index, err))
+                continue
+            rows.append(_Row(seq))
+        return rows, names
+
+    def _generate(self, rows: list["_Row"], names: list[str], mixed: bool) -> None:
+        """Prefill, then one batched forward per token until every row has finished."""
+        import torch
+
+        host = self.host
+        device = host.device
+        width = max(len(r.seq.prompt_ids) for r in rows)
+        ids = torch.tensor([[host.pad_id] * (width - len(r.seq.prompt_ids)) + r.seq.prompt_ids for r in rows],
+                           device=device)
+        mask = torch.tensor([[0] * (width - len(r.seq.prompt_ids)) + [1] * len(r.seq.prompt_ids) for r in rows],
+                            device=device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        logits, cache = host.forward(ids, mask, positions, None, names if mixed else None)
+        sampler = RowSampler.build([r.seq.params for r in rows], logits.shape[-1], device, self._fallback)
+        want_top = max((r.seq.params.logprobs or 0 for r in rows if r.seq.params.logprobs is not None),
+                       default=None)
+        for _ in itertools.count():
+            tokens = sampler.choose(logits)
+            logp = torch.log_softmax(logits.float(), dim=-1) if want_top is not None else None
+            keep = [i for i, row in enumerate(rows) if self._advance(row, int(tokens[i]), logp, i)]
+            if not keep:
+                return
+            if len(keep) < len(rows):
+                index = torch.tensor(keep, device=device)
+                cache.batch_select_indices(index)
+                sampler.select(index, keep)
+                rows, names = [rows[i] for i in keep], [names[i] for i in keep]
+                tokens, mask, positions = tokens[index], mask[index], positions[index]
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+            positions = positions[:, -1:] + 1
+            logits, cache = host.forward(tokens[:, None], mask, positions, cache, names if mixed else None)
 
     def _advance(self, row: _Row, token: int, logp: Any, i: int) -> bool:
         """Take ``token`` for ``row``; send its events; True while the row goes on."""

@@ -11,12 +11,13 @@ Responses name adapters, never directories.
 """
 from __future__ import annotations
 
+import contextlib
 import inspect
 import os
 import re
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from planner.errors import PlannerError
 
@@ -179,13 +180,29 @@ class AdapterHost:
     def decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=True)
 
-    def forward(self, ids: Any, mask: Any, positions: Any, cache: Any, adapter_names: list[str]) -> tuple[Any, Any]:
-        """(last-position logits, KV cache) of one forward pass; rows use their own adapters."""
+    @contextlib.contextmanager
+    def batch_adapters(self, names: list[str]) -> Iterator[bool]:
+        """Inside ``lock``, for one batch: yields whether rows need ``adapter_names`` (a mixed batch).
+
+        A batch of one adapter (or of the base alone) selects it once instead: PEFT's mixed-batch
+        path re-registers hooks on every module at every forward, several times slower on small models.
+        """
+        if not self._paths or len(set(names)) > 1:
+            yield bool(self._paths)
+        elif names[0] == BASE_ROW:
+            with self.model.disable_adapter():
+                yield False
+        else:
+            self.model.set_adapter(names[0])
+            yield False
+
+    def forward(self, ids: Any, mask: Any, positions: Any, cache: Any, adapter_names: list[str] | None) -> tuple[Any, Any]:
+        """(last-position logits, KV cache) of one forward pass; with ``adapter_names`` each row uses its own."""
         kwargs: dict[str, Any] = {"input_ids": ids, "attention_mask": mask, "position_ids": positions,
                                   "use_cache": True, "logits_to_keep": 1}
         if cache is not None:
             kwargs[self._cache_kw] = cache
-        if self._paths:  # with no adapter loaded the model is the plain base
+        if adapter_names is not None:
             kwargs["adapter_names"] = adapter_names
         out = self.model(**kwargs)
         return out.logits[:, -1, :], getattr(out, self._cache_kw)
