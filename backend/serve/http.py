@@ -2,7 +2,8 @@
 
 uvicorn runs one asyncio event loop: an idle or slow connection costs a socket and a little
 memory, never a thread (the old stdlib server spent one thread per connection). Limits set here:
-``timeout_keep_alive`` closes idle keep-alive connections, ``backlog`` is the listen queue (the
+``timeout_keep_alive`` closes idle keep-alive connections, ``header_timeout_s`` closes connections
+whose request headers do not arrive in time (slowloris), ``backlog`` is the listen queue (the
 stdlib default was 5), ``limit_concurrency`` answers 503 beyond that many open connections and
 tasks, and the app itself bounds request bodies (app.py).
 """
@@ -23,6 +24,41 @@ from .host import AdapterHost
 DEFAULT_BACKLOG = 2048            # uvicorn's default
 DEFAULT_KEEP_ALIVE_S = 5          # uvicorn's default
 DEFAULT_LIMIT_CONCURRENCY = 1000  # connections + tasks before 503s
+DEFAULT_HEADER_TIMEOUT_S = 10     # to send a request's headers, on a new or a kept-alive connection
+
+
+def _timed_protocol(header_timeout_s: float) -> type:
+    """uvicorn's h11 protocol plus a deadline for each request's headers.
+
+    uvicorn starts its keep-alive timer only after a response, so a client that connects and
+    never finishes its headers would hold a connection (and a slot of ``limit_concurrency``)
+    forever; with this, it is closed after ``header_timeout_s``.
+    """
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class TimedH11Protocol(H11Protocol):
+        def connection_made(self, transport):  # type: ignore[no-untyped-def]
+            super().connection_made(transport)
+            self._arm()
+
+        def _arm(self) -> None:
+            self._header_timer = self.loop.call_later(header_timeout_s, self._expire)
+
+        def _expire(self) -> None:
+            idle = self.cycle is None or self.cycle.response_complete
+            if idle and not self.transport.is_closing():
+                self.transport.close()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            self._header_timer.cancel()
+            self._arm()
+
+        def connection_lost(self, exc):  # type: ignore[no-untyped-def]
+            self._header_timer.cancel()
+            super().connection_lost(exc)
+
+    return TimedH11Protocol
 
 
 @dataclass(frozen=True)
@@ -32,6 +68,7 @@ class ServerOptions:
     backlog: int = DEFAULT_BACKLOG
     timeout_keep_alive_s: int = DEFAULT_KEEP_ALIVE_S
     limit_concurrency: int | None = DEFAULT_LIMIT_CONCURRENCY
+    header_timeout_s: float = DEFAULT_HEADER_TIMEOUT_S
     max_batch_size: int = 32
     batch_window_s: float = 0.002
 
@@ -49,7 +86,7 @@ class AdapterServer:
         config = uvicorn.Config(self.app, log_config=None, access_log=False, lifespan="off",
                                 backlog=options.backlog, timeout_keep_alive=options.timeout_keep_alive_s,
                                 limit_concurrency=options.limit_concurrency, timeout_graceful_shutdown=5,
-                                server_header=False)
+                                server_header=False, http=_timed_protocol(options.header_timeout_s))
         self.server = uvicorn.Server(config)
 
     @property

@@ -81,6 +81,31 @@ def test_idle_and_slow_clients_cannot_exhaust_the_server(server):
             s.close()
 
 
+def test_a_client_that_never_finishes_its_headers_is_cut_off(tiny_base):
+    from backend.serve import ServerOptions
+
+    host = AdapterHost(str(tiny_base), base_name="tiny", dtype="fp32", device="cpu")
+    running = start_server(host, options=ServerOptions(header_timeout_s=0.5, timeout_keep_alive_s=30))
+    try:
+        netloc = urllib.parse.urlsplit(running.url)
+        fresh = socket.create_connection((netloc.hostname, netloc.port), timeout=10)
+        fresh.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")  # and never the blank line
+        kept = socket.create_connection((netloc.hostname, netloc.port), timeout=10)
+        kept.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        reply = b""
+        while b'{"status":"ok"}' not in reply:
+            reply += kept.recv(4096)
+        assert reply.startswith(b"HTTP/1.1 200")
+        kept.sendall(b"GET /health HTTP/1.1\r\n")  # a second request, begun and left
+        start = time.monotonic()
+        assert fresh.recv(4096) == b"" and kept.recv(4096) == b""  # closed by the server
+        assert time.monotonic() - start < 5
+        fresh.close()
+        kept.close()
+    finally:
+        running.close()
+
+
 def test_many_clients_at_once_are_all_answered(server):
     """64 simultaneous connections (the stdlib server's listen backlog of 5 reset some at 32)."""
     results, gate = [], threading.Barrier(64)
