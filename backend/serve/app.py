@@ -26,6 +26,7 @@ from .host import AdapterHost
 from .protocol import (ApiError, ChatRequest, CompletionRequest, LoadLoraRequest, UnloadLoraRequest,
                        sampling_params, validation_error)
 from .responses import Choice, ChunkMaker, completion_body
+from .schema import ERRORS, ChatCompletion, Completion, Loaded, ModelList, Unloaded
 
 log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 1 << 20
@@ -177,7 +178,7 @@ def create_app(host: AdapterHost, scheduler: BatchScheduler, settings: ServeSett
     async def health() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/v1/models")
+    @app.get("/v1/models", response_model=ModelList, responses=ERRORS)
     async def models() -> dict[str, Any]:
         return {"object": "list", "data": [
             {"id": mid, "object": "model", "created": 0, "owned_by": "plan-serve", "root": mid, "parent": parent}
@@ -206,11 +207,11 @@ def create_app(host: AdapterHost, scheduler: BatchScheduler, settings: ServeSett
         return StreamingResponse(_stream(run, ChunkMaker(kind, req.model, logprobs, include_usage), prompt_tokens),
                                  media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
-    @app.post("/v1/completions")
+    @app.post("/v1/completions", response_model=None, responses={200: {"model": Completion}, **ERRORS})
     async def completions(req: CompletionRequest) -> Any:
         return await generate("completion", req)
 
-    @app.post("/v1/chat/completions")
+    @app.post("/v1/chat/completions", response_model=None, responses={200: {"model": ChatCompletion}, **ERRORS})
     async def chat_completions(req: ChatRequest) -> Any:
         return await generate("chat", req)
 
@@ -219,18 +220,28 @@ def create_app(host: AdapterHost, scheduler: BatchScheduler, settings: ServeSett
             raise ApiError(404, "runtime adapter loading is off; start the server with --allow-runtime-adapters "
                                 "and --adapter-root DIR", code="not_found")
 
-    @app.post("/v1/load_lora_adapter")
+    @app.post("/v1/load_lora_adapter", response_model=Loaded, responses=ERRORS)
     def load_lora_adapter(req: LoadLoraRequest) -> dict[str, str]:
         runtime_loading()
         host.load_adapter(req.lora_name, req.lora_path, confined=True)
         return {"loaded": req.lora_name}
 
-    @app.post("/v1/unload_lora_adapter")
+    @app.post("/v1/unload_lora_adapter", response_model=Unloaded, responses=ERRORS)
     def unload_lora_adapter(req: UnloadLoraRequest) -> dict[str, str]:
         runtime_loading()
         host.unload_adapter(req.lora_name)
         return {"unloaded": req.lora_name}
 
+    generated = app.openapi
+
+    def openapi() -> dict[str, Any]:  # validation errors are 400 here (ERRORS), not FastAPI's 422
+        doc = generated()
+        for route in doc.get("paths", {}).values():
+            for operation in route.values():
+                operation.get("responses", {}).pop("422", None)
+        return doc
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app
 
 

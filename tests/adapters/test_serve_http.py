@@ -58,7 +58,10 @@ def test_openapi_document_describes_the_routes(server):
     assert status == 200
     assert {"/v1/models", "/v1/completions", "/v1/chat/completions", "/v1/load_lora_adapter"} <= set(doc["paths"])
     schemas = doc["components"]["schemas"]
-    assert {"CompletionRequest", "ChatRequest"} <= set(schemas)
+    assert {"CompletionRequest", "ChatRequest", "Completion", "ChatCompletion", "ModelList", "ErrorBody"} <= set(schemas)
+    completions = doc["paths"]["/v1/completions"]["post"]["responses"]
+    assert completions["200"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Completion"}
+    assert "400" in completions and "422" not in completions
     assert schemas["CompletionRequest"]["additionalProperties"] is False
 
 
