@@ -37,15 +37,18 @@ class CompletionChoice(BaseModel):
     logprobs: Optional[dict[str, Any]]
 
 
-class Completion(BaseModel):
-    """``stream: false``; with ``stream: true`` the reply is text/event-stream chunks of this shape."""
-
+class _Reply(BaseModel):
     id: str
-    object: Literal["text_completion"]
     created: int
     model: str
-    choices: list[CompletionChoice]
     usage: Usage
+
+
+class Completion(_Reply):
+    """``stream: false``; with ``stream: true`` the reply is text/event-stream chunks of this shape."""
+
+    object: Literal["text_completion"]
+    choices: list[CompletionChoice]
 
 
 class AssistantMessage(BaseModel):
@@ -60,15 +63,11 @@ class ChatChoice(BaseModel):
     logprobs: Optional[dict[str, Any]]
 
 
-class ChatCompletion(BaseModel):
+class ChatCompletion(_Reply):
     """``stream: false``; with ``stream: true`` the reply is text/event-stream ``chat.completion.chunk``s."""
 
-    id: str
     object: Literal["chat.completion"]
-    created: int
-    model: str
     choices: list[ChatChoice]
-    usage: Usage
 
 
 class ErrorDetail(BaseModel):
