@@ -1,23 +1,26 @@
-"""The OpenAI-compatible request and response shapes, as pure functions over plain JSON values.
+"""The OpenAI-compatible request shapes as pydantic models, and the checked sampling parameters.
 
-Requests are checked here, before any model work, so a bad request costs nothing and gets a 4xx
-with one clear message. Field names and defaults follow the OpenAI API reference
-(https://platform.openai.com/docs/api-reference/completions and .../chat), which is also what
-vLLM's server accepts; fields we do not support are refused, never silently ignored.
+Field names, defaults and ranges follow the OpenAI API reference
+(https://platform.openai.com/docs/api-reference/completions and .../chat), which vLLM's server
+accepts too. Every model forbids unknown fields, so a parameter this server does not implement
+(``tools``, ``logit_bias``, ``response_format``, ``echo``, ...) is a 400 that names it, never
+silently ignored. The models are also the OpenAPI document (``GET /openapi.json``).
 """
 from __future__ import annotations
 
-import time
-import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any, Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from planner.errors import PlannerError
 
-MAX_TOKENS_LIMIT = 4096      # the most new tokens one request may ask for
 DEFAULT_COMPLETION_TOKENS = 16   # OpenAI's default for /v1/completions
-DEFAULT_CHAT_TOKENS = 256        # the OpenAI default is "up to the context"; we cap it
+DEFAULT_CHAT_TOKENS = 256        # OpenAI's default is "up to the context"; capped here
 MAX_STOP_SEQUENCES = 4           # as in the OpenAI API
+MAX_CHOICES = 16                 # n: more choices are more rows of one batch; refuse beyond
+GREEDY_BELOW = 1e-5              # temperatures below this decode greedily (vLLM's _SAMPLING_EPS)
+SEED_RANGE = (-(2 ** 63), 2 ** 64 - 1)   # what torch.Generator.manual_seed accepts
 
 
 class ApiError(PlannerError):
@@ -32,196 +35,165 @@ class ApiError(PlannerError):
         return {"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}}
 
 
+class _Strict(BaseModel):
+    # strict: "1" is not 1 and 1.5 is not a bool; extra="forbid": unknown parameters are refused
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+Penalty = Annotated[float, Field(ge=-2.0, le=2.0, allow_inf_nan=False)]
+Stop = Union[Annotated[str, Field(min_length=1)],
+             Annotated[list[Annotated[str, Field(min_length=1)]], Field(max_length=MAX_STOP_SEQUENCES)]]
+
+
+class StreamOptions(_Strict):
+    include_usage: bool = False
+
+
+class _Sampling(_Strict):
+    """The fields both endpoints share."""
+
+    model: Annotated[str, Field(min_length=1, description="an adapter name, or the base model's name")]
+    max_tokens: Optional[Annotated[int, Field(ge=1)]] = None
+    temperature: Optional[Annotated[float, Field(ge=0.0, le=2.0, allow_inf_nan=False)]] = None
+    top_p: Optional[Annotated[float, Field(gt=0.0, le=1.0, allow_inf_nan=False)]] = None
+    n: Optional[Annotated[int, Field(ge=1, le=MAX_CHOICES)]] = None
+    stream: Optional[bool] = False
+    stream_options: Optional[StreamOptions] = None
+    stop: Optional[Stop] = None
+    seed: Optional[Annotated[int, Field(ge=SEED_RANGE[0], le=SEED_RANGE[1])]] = None
+    presence_penalty: Optional[Penalty] = None
+    frequency_penalty: Optional[Penalty] = None
+    user: Optional[str] = Field(None, description="accepted for compatibility; it does not change the output")
+
+    @model_validator(mode="after")
+    def _stream_options_need_stream(self) -> "_Sampling":
+        if self.stream_options is not None and not self.stream:
+            raise ValueError("stream_options is only allowed with stream: true")
+        return self
+
+
+class CompletionRequest(_Sampling):
+    """``POST /v1/completions``: one choice per prompt (times ``n``)."""
+
+    prompt: Union[str, Annotated[list[str], Field(min_length=1)]] = Field(
+        description="a string or a list of strings (token-id prompts are not supported)")
+    logprobs: Optional[Annotated[int, Field(ge=0, le=5)]] = None
+    echo: Optional[bool] = None
+    best_of: Optional[int] = None
+
+    @field_validator("echo")
+    @classmethod
+    def _no_echo(cls, v: Optional[bool]) -> Optional[bool]:
+        if v:
+            raise ValueError("echo is not supported")
+        return v
+
+    @field_validator("best_of")
+    @classmethod
+    def _no_best_of(cls, v: Optional[int]) -> Optional[int]:
+        if v not in (None, 1):
+            raise ValueError("best_of is not supported (use n)")
+        return v
+
+
+class TextPart(_Strict):
+    type: Literal["text"]
+    text: str
+
+
+class ChatMessage(_Strict):
+    role: Literal["system", "developer", "user", "assistant"]
+    content: Union[str, list[TextPart]]
+
+    def text(self) -> str:
+        return self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
+
+
+class ChatRequest(_Sampling):
+    """``POST /v1/chat/completions``: the tokenizer's chat template makes the prompt."""
+
+    messages: Annotated[list[ChatMessage], Field(min_length=1)]
+    max_completion_tokens: Optional[Annotated[int, Field(ge=1)]] = None
+    logprobs: Optional[bool] = False
+    top_logprobs: Optional[Annotated[int, Field(ge=0, le=20)]] = None
+
+    @model_validator(mode="after")
+    def _top_logprobs_need_logprobs(self) -> "ChatRequest":
+        if self.top_logprobs and not self.logprobs:
+            raise ValueError("top_logprobs needs logprobs: true")
+        return self
+
+
+class LoadLoraRequest(_Strict):
+    """vLLM's ``POST /v1/load_lora_adapter``."""
+
+    lora_name: Annotated[str, Field(min_length=1)]
+    lora_path: Annotated[str, Field(min_length=1, description="a folder inside one of the --adapter-root folders")]
+
+
+class UnloadLoraRequest(_Strict):
+    """vLLM's ``POST /v1/unload_lora_adapter`` (``lora_path`` is accepted and not needed)."""
+
+    lora_name: Annotated[str, Field(min_length=1)]
+    lora_path: Optional[str] = None
+
+
 @dataclass(frozen=True)
 class SamplingParams:
-    """How to generate: ``temperature == 0`` means greedy decoding (deterministic)."""
+    """How to generate one choice. ``temperature`` below GREEDY_BELOW means greedy decoding."""
 
     max_tokens: int
     temperature: float = 1.0
     top_p: float = 1.0
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    logprobs: int | None = None   # None: no logprobs; k >= 0: the chosen token's and the top k
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature < GREEDY_BELOW
 
     def to_dict(self) -> dict[str, Any]:
         return {"max_tokens": self.max_tokens, "temperature": self.temperature, "top_p": self.top_p,
-                "stop": list(self.stop), "seed": self.seed}
+                "stop": list(self.stop), "seed": self.seed, "presence_penalty": self.presence_penalty,
+                "frequency_penalty": self.frequency_penalty, "logprobs": self.logprobs}
 
 
-@dataclass(frozen=True)
-class GenerationRequest:
-    """One checked request: which model (base or adapter name), the prompts, the sampling."""
-
-    kind: str                      # "completion" or "chat"
-    model: str
-    prompts: tuple[str, ...] = ()  # completion prompts (one choice each)
-    messages: tuple[dict[str, str], ...] = ()  # chat messages, content flattened to text
-    params: SamplingParams = SamplingParams(max_tokens=DEFAULT_COMPLETION_TOKENS)
-    stream: bool = False
-
-
-def _number(body: dict[str, Any], name: str, default: float, low: float, high: float) -> float:
-    value = body.get(name, default)
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
-        raise ApiError(400, f"'{name}' must be a number from {low} to {high}, got {value!r}", param=name)
-    return float(value)
-
-
-def _sampling(body: dict[str, Any], default_tokens: int, token_fields: tuple[str, ...]) -> SamplingParams:
-    max_tokens = default_tokens
-    for name in token_fields:
-        value = body.get(name)
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_TOKENS_LIMIT:
-            raise ApiError(400, f"'{name}' must be an integer from 1 to {MAX_TOKENS_LIMIT}, got {value!r}",
-                           param=name)
-        max_tokens = value
-    stop = body.get("stop")
-    if stop is None:
-        stops: tuple[str, ...] = ()
-    elif isinstance(stop, str):
-        stops = (stop,)
-    elif isinstance(stop, list) and len(stop) <= MAX_STOP_SEQUENCES and all(isinstance(s, str) for s in stop):
-        stops = tuple(stop)
+def sampling_params(req: CompletionRequest | ChatRequest, prompt_tokens: int, context: int) -> SamplingParams:
+    """The checked parameters for one prompt of ``prompt_tokens`` tokens on a model of ``context``."""
+    room = context - prompt_tokens
+    if room < 1:
+        raise ApiError(400, f"the prompt is {prompt_tokens} tokens; this model's context is {context}",
+                       param="messages" if isinstance(req, ChatRequest) else "prompt")
+    if isinstance(req, ChatRequest):
+        asked = req.max_completion_tokens or req.max_tokens
+        name = "max_completion_tokens" if req.max_completion_tokens else "max_tokens"
+        default = min(DEFAULT_CHAT_TOKENS, room)
+        logprobs = (req.top_logprobs or 0) if req.logprobs else None
     else:
-        raise ApiError(400, f"'stop' must be a string or a list of at most {MAX_STOP_SEQUENCES} strings",
-                       param="stop")
-    if any(s == "" for s in stops):
-        raise ApiError(400, "'stop' sequences must not be empty", param="stop")
-    seed = body.get("seed")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
-        raise ApiError(400, f"'seed' must be a non-negative integer, got {seed!r}", param="seed")
-    n = body.get("n", 1)
-    if n not in (1, None):
-        raise ApiError(400, "only n=1 is supported; send several requests instead", param="n")
-    return SamplingParams(max_tokens=max_tokens, temperature=_number(body, "temperature", 1.0, 0.0, 2.0),
-                          top_p=_number(body, "top_p", 1.0, 0.0, 1.0) or 1.0, stop=stops, seed=seed)
+        asked, name, default, logprobs = req.max_tokens, "max_tokens", min(DEFAULT_COMPLETION_TOKENS, room), req.logprobs
+    if asked is not None and asked > room:
+        raise ApiError(400, f"'{name}' is {asked}, but the prompt is {prompt_tokens} tokens and the context "
+                            f"{context}: at most {room}", param=name)
+    stop = (req.stop,) if isinstance(req.stop, str) else tuple(req.stop or ())
+    return SamplingParams(max_tokens=asked or default,
+                          temperature=1.0 if req.temperature is None else req.temperature,
+                          top_p=1.0 if req.top_p is None else req.top_p, stop=stop, seed=req.seed,
+                          presence_penalty=req.presence_penalty or 0.0,
+                          frequency_penalty=req.frequency_penalty or 0.0, logprobs=logprobs)
 
 
-def _model(body: dict[str, Any]) -> str:
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise ApiError(400, "missing 'model': give an adapter name or the base model's name "
-                            "(GET /v1/models lists them)", param="model")
-    return model
-
-
-def _stream(body: dict[str, Any]) -> bool:
-    stream = body.get("stream", False)
-    if not isinstance(stream, bool):
-        raise ApiError(400, "'stream' must be true or false", param="stream")
-    return stream
-
-
-def parse_completion(body: Any) -> GenerationRequest:
-    """``POST /v1/completions``: ``prompt`` is a string or a list of strings."""
-    body = _object(body)
-    prompt = body.get("prompt")
-    if isinstance(prompt, str):
-        prompts: tuple[str, ...] = (prompt,)
-    elif isinstance(prompt, list) and prompt and all(isinstance(p, str) for p in prompt):
-        prompts = tuple(prompt)
-    elif prompt is None:
-        raise ApiError(400, "missing 'prompt': give a string or a list of strings", param="prompt")
-    else:
-        raise ApiError(400, "'prompt' must be a string or a non-empty list of strings "
-                            "(token-id prompts are not supported)", param="prompt")
-    return GenerationRequest(kind="completion", model=_model(body), prompts=prompts,
-                             params=_sampling(body, DEFAULT_COMPLETION_TOKENS, ("max_tokens",)),
-                             stream=_stream(body))
-
-
-def _content_text(content: Any, index: int) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list) and all(isinstance(p, dict) and p.get("type") == "text"
-                                         and isinstance(p.get("text"), str) for p in content):
-        return "".join(p["text"] for p in content)
-    raise ApiError(400, f"messages[{index}].content must be a string or a list of text parts",
-                   param="messages")
-
-
-def parse_chat(body: Any) -> GenerationRequest:
-    """``POST /v1/chat/completions``: ``messages`` is a non-empty list of {role, content}."""
-    body = _object(body)
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise ApiError(400, "missing 'messages': give a non-empty list of {role, content} objects",
-                       param="messages")
-    checked = []
-    for i, m in enumerate(messages):
-        if not isinstance(m, dict) or not isinstance(m.get("role"), str):
-            raise ApiError(400, f"messages[{i}] must be an object with a 'role' and a 'content'", param="messages")
-        checked.append({"role": m["role"], "content": _content_text(m.get("content"), i)})
-    return GenerationRequest(kind="chat", model=_model(body), messages=tuple(checked),
-                             params=_sampling(body, DEFAULT_CHAT_TOKENS, ("max_tokens", "max_completion_tokens")),
-                             stream=_stream(body))
-
-
-def parse_load(body: Any) -> tuple[str, str]:
-    """``POST /v1/adapters`` {"name", "path"}; vLLM's {"lora_name", "lora_path"} is accepted too."""
-    body = _object(body)
-    name = body.get("name", body.get("lora_name"))
-    path = body.get("path", body.get("lora_path"))
-    if not isinstance(name, str) or not name:
-        raise ApiError(400, "missing 'name' of the adapter to load", param="name")
-    if not isinstance(path, str) or not path:
-        raise ApiError(400, "missing 'path': the adapter directory on the server's disk", param="path")
-    return name, path
-
-
-def parse_unload(body: Any) -> str:
-    """vLLM's ``POST /v1/unload_lora_adapter`` {"lora_name"} (or {"name"})."""
-    body = _object(body)
-    name = body.get("lora_name", body.get("name"))
-    if not isinstance(name, str) or not name:
-        raise ApiError(400, "missing 'lora_name' of the adapter to unload", param="lora_name")
-    return name
-
-
-def _object(body: Any) -> dict[str, Any]:
-    if not isinstance(body, dict):
-        raise ApiError(400, "the request body must be a JSON object")
-    return body
-
-
-def _envelope(kind: str, model: str, choices: list[dict[str, Any]], usage: dict[str, int] | None) -> dict[str, Any]:
-    prefix, obj = ("cmpl", "text_completion") if kind == "completion" else ("chatcmpl", "chat.completion")
-    out: dict[str, Any] = {"id": f"{prefix}-{uuid.uuid4().hex}", "object": obj, "created": int(time.time()),
-                           "model": model, "choices": choices}
-    if usage is not None:
-        out["usage"] = usage
-    return out
-
-
-def completion_response(req: GenerationRequest, results: list[Any]) -> dict[str, Any]:
-    """The JSON body for ``results`` (one ``Generation`` per prompt, or one for a chat)."""
-    if req.kind == "completion":
-        choices = [{"index": i, "text": r.text, "finish_reason": r.finish_reason, "logprobs": None}
-                   for i, r in enumerate(results)]
-    else:
-        choices = [{"index": 0, "message": {"role": "assistant", "content": results[0].text},
-                    "finish_reason": results[0].finish_reason}]
-    prompt_tokens = sum(r.prompt_tokens for r in results)
-    completion_tokens = sum(r.completion_tokens for r in results)
-    return _envelope(req.kind, req.model, choices, {"prompt_tokens": prompt_tokens,
-                                                    "completion_tokens": completion_tokens,
-                                                    "total_tokens": prompt_tokens + completion_tokens})
-
-
-def stream_events(req: GenerationRequest, results: list[Any]) -> list[dict[str, Any]]:
-    """Server-sent events for ``stream: true``: the whole text in one chunk per choice, then the end.
-
-    Generation is not incremental here (the model lock is held for the whole request anyway);
-    this keeps streaming clients working.
-    """
-    full = completion_response(req, results)
-    if req.kind == "completion":
-        return [{**full, "choices": [c]} for c in full["choices"]]
-    choice = full["choices"][0]
-    chunk = {**full, "object": "chat.completion.chunk",
-             "choices": [{"index": 0, "delta": {"role": "assistant", "content": choice["message"]["content"]},
-                          "finish_reason": choice["finish_reason"]}]}
-    return [chunk]
+def validation_error(errors: list[dict[str, Any]]) -> ApiError:
+    """pydantic's errors as one OpenAI-style 400 naming the first offending parameter."""
+    first = errors[0] if errors else {"loc": (), "msg": "invalid request", "type": ""}
+    loc = [str(p) for p in first.get("loc", ()) if p != "body"]
+    param = loc[0] if loc and not loc[0].isdigit() else None
+    where = ".".join(loc)
+    if first.get("type") == "extra_forbidden":
+        return ApiError(400, f"unsupported parameter '{where}': this server does not implement it", param=param)
+    if first.get("type") == "json_invalid":
+        return ApiError(400, "the request body is not valid JSON")
+    msg = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
+    return ApiError(400, f"'{where}': {msg}" if where else msg, param=param)

@@ -1,6 +1,7 @@
-"""``plan serve MODEL --adapter NAME=PATH ...``: the local OpenAI-compatible multi-adapter server."""
+"""``plan serve MODEL --adapter NAME=PATH ...``: the OpenAI-compatible multi-adapter server (or vLLM's)."""
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import List, Optional
 
@@ -9,6 +10,9 @@ import typer
 from . import app
 from .output import info, warn
 from ..errors import PlannerError
+
+API_KEY_ENV = "PLAN_SERVE_API_KEY"
+LOOPBACK_NAMES = ("localhost",)
 
 
 def parse_adapter_spec(spec: str) -> tuple[str, str | None]:
@@ -20,40 +24,88 @@ def parse_adapter_spec(spec: str) -> tuple[str, str | None]:
     return name, (path or None)
 
 
+def is_loopback(host: str) -> bool:
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _resolve(specs: list[tuple[str, str | None]]) -> list[tuple[str, Path]]:
+    pairs: list[tuple[str, Path]] = []
+    for name, path in specs:
+        if path is None:
+            from backend.store import AdapterStore
+            pairs.append((name, Path(AdapterStore().get(name).path)))
+        else:
+            pairs.append((name, Path(path)))
+    return pairs
+
+
 @app.command("serve")
 def serve(
     model: str = typer.Argument(..., help="Base model: a local directory or a Hugging Face id."),
     adapter: List[str] = typer.Option([], "--adapter", "-a", help="NAME=PATH, or NAME from the adapter store (repeatable)."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (loopback by default)."),
     port: int = typer.Option(8000, "--port", help="TCP port (0 picks a free one)."),
-    served_model_name: Optional[str] = typer.Option(None, "--served-model-name", help="Name of the base in requests (default MODEL)."),
+    served_model_name: Optional[str] = typer.Option(None, "--served-model-name", help="Name of the base in requests (default: the model folder's name, or the Hub id)."),
     dtype: str = typer.Option("auto", "--dtype", help="auto (bf16 on a GPU, fp32 on the CPU) | bf16 | fp16 | fp32"),
+    api_key: Optional[str] = typer.Option(None, "--api-key", envvar=API_KEY_ENV, show_envvar=True, help="Require 'Authorization: Bearer KEY' on every route but /health."),
+    allow_runtime_adapters: bool = typer.Option(False, "--allow-runtime-adapters", help="Enable POST /v1/load_lora_adapter and /v1/unload_lora_adapter (paths confined to --adapter-root)."),
+    adapter_root: List[Path] = typer.Option([], "--adapter-root", help="Folder runtime loads may read adapters from (repeatable; needed with --allow-runtime-adapters)."),
+    max_loras: Optional[int] = typer.Option(None, "--max-loras", help="Most adapters held at once (default: no cap)."),
+    max_batch_size: int = typer.Option(32, "--max-batch-size", help="Most sequences generated together in one batch."),
+    batch_window_ms: float = typer.Option(2.0, "--batch-window-ms", help="How long the first request of a batch waits for others to join."),
+    timeout_keep_alive: int = typer.Option(5, "--timeout-keep-alive", help="Seconds an idle keep-alive connection stays open."),
+    engine: str = typer.Option("local", "--engine", help="local (transformers + PEFT, this process) | vllm (exec vLLM's OpenAI server; needs vLLM and a GPU)."),
+    max_lora_rank: Optional[int] = typer.Option(None, "--max-lora-rank", help="vLLM only: the largest adapter rank (default: read from the adapters)."),
     quiet: bool = typer.Option(False, "--quiet", help="Do not log each request."),
 ) -> None:
     """Serve MODEL and its adapters over an OpenAI-compatible API; `model` in a request picks the adapter."""
     specs = [parse_adapter_spec(s) for s in adapter]
     if not 0 <= port <= 65535:
         raise PlannerError(f"--port must be from 0 to 65535, got {port}")
-    from backend.serve import AdapterHost, make_server
+    if engine not in ("local", "vllm"):
+        raise PlannerError(f"--engine must be local or vllm, got '{engine}'")
+    if allow_runtime_adapters and not adapter_root:
+        raise PlannerError("--allow-runtime-adapters needs at least one --adapter-root DIR to confine loads to")
+    if max_loras is not None and (max_loras < 1 or len(specs) > max_loras):
+        raise PlannerError(f"--max-loras must be at least 1 and at least the {len(specs)} adapters given, got {max_loras}")
+    if max_lora_rank is not None and engine != "vllm":
+        raise PlannerError("--max-lora-rank is for --engine vllm (the local engine reads each adapter's rank)")
+    if max_batch_size < 1 or batch_window_ms < 0 or timeout_keep_alive < 1:
+        raise PlannerError("--max-batch-size and --timeout-keep-alive must be at least 1, --batch-window-ms at least 0")
+    if not is_loopback(host) and not api_key:
+        warn(f"listening on {host} WITHOUT an API key: anyone who can reach this port can use the model"
+             f"{' and load adapters from the --adapter-root folders' if allow_runtime_adapters else ''}; "
+             f"set --api-key or {API_KEY_ENV}")
+    pairs = _resolve(specs)
+    if engine == "vllm":
+        from backend.serve.vllm_exec import check_vllm_runnable, exec_vllm, vllm_command
 
-    pairs: list[tuple[str, Path]] = []
-    for name, path in specs:
-        if path is None:
-            from backend.store import AdapterStore
-            record = AdapterStore().get(name)
-            pairs.append((name, Path(record.path)))
-        else:
-            pairs.append((name, Path(path)))
-    engine = AdapterHost(model, base_name=served_model_name, dtype=dtype)
+        cmd = vllm_command(model, pairs, host=host, port=port, served_model_name=served_model_name, dtype=dtype,
+                           max_loras=max_loras, max_lora_rank=max_lora_rank,
+                           allow_runtime_adapters=allow_runtime_adapters)
+        check_vllm_runnable()
+        info(f"exec: {cmd.text}")
+        exec_vllm(cmd, api_key)
+        return
+    from backend.serve import AdapterHost, ServerOptions, ServeSettings, make_server
+
+    engine_host = AdapterHost(model, base_name=served_model_name, dtype=dtype, adapter_roots=tuple(adapter_root),
+                              max_loras=max_loras)
     for name, path in pairs:
-        engine.load_adapter(name, path)
-    server = make_server(engine, host, port, log=None if quiet else info)
-    bound_host, bound_port = server.server_address[:2]
-    if host not in ("127.0.0.1", "localhost", "::1"):
-        warn(f"listening on {host}: there is no authentication; anyone who can reach this port can use "
-             "the model and load adapters from this machine's disk")
+        engine_host.load_adapter(name, path)
+    settings = ServeSettings(api_key=api_key, allow_runtime_adapters=allow_runtime_adapters)
+    options = ServerOptions(timeout_keep_alive_s=timeout_keep_alive, max_batch_size=max_batch_size,
+                            batch_window_s=batch_window_ms / 1000)
+    server = make_server(engine_host, host, port, log=None if quiet else info, settings=settings, options=options)
+    bound_host, bound_port = server.server_address
     names = ", ".join(n for n, _ in pairs) or "none"
-    info(f"serving {engine.base_name} (adapters: {names}) on http://{bound_host}:{bound_port}/v1 ; Ctrl-C stops")
+    info(f"serving {engine_host.base_name} (adapters: {names}) on http://{bound_host}:{bound_port}/v1 ; "
+         f"{'API key required' if api_key else 'no API key'}; Ctrl-C stops")
     try:
         server.serve_forever()
     except KeyboardInterrupt:

@@ -5,11 +5,12 @@ files, so the server is checked against the libraries, not against itself.
 """
 from __future__ import annotations
 
+import json
 import threading
 
 import pytest
 
-from backend.serve import AdapterHost, start_server
+from backend.serve import AdapterHost, ServeSettings, start_server
 from tests.adapters.conftest import PROMPT
 from tests.adapters.http_client import call, complete
 
@@ -64,7 +65,8 @@ def test_models_lists_base_and_adapters(server, two_adapters):
     assert ids == ["tiny", "capitals", "swapped"]
     by_id = {m["id"]: m for m in body["data"]}
     assert by_id["capitals"]["parent"] == "tiny" and by_id["tiny"]["parent"] is None
-    assert by_id["swapped"]["root"] == str(two_adapters["swapped"].resolve())
+    # responses name adapters, never directories
+    assert all(m["root"] == m["id"] for m in body["data"]) and str(two_adapters["swapped"]) not in str(body)
 
 
 def test_each_model_name_gives_its_own_completion(server, references):
@@ -147,13 +149,15 @@ def test_chat_completion_uses_the_chat_template(server, tiny_base, two_adapters)
     assert body["usage"]["prompt_tokens"] == len(AutoTokenizer.from_pretrained(tiny_base)(prompt)["input_ids"])
 
 
-def test_streaming_sends_one_chunk_then_done(server):
+def test_streaming_sends_one_chunk_per_token_then_done(server):
     status, text = call(server.url, "POST", "/v1/completions",
                         {"model": "capitals", "prompt": PROMPT, "max_tokens": 4, "temperature": 0, "stream": True})
     assert status == 200
     events = [line[len("data: "):] for line in text.split("\n\n") if line.startswith("data: ")]
-    assert events[-1] == "[DONE]" and len(events) == 2
-    assert '"text": "paris ."' in events[0]
+    assert events[-1] == "[DONE]"
+    chunks = [json.loads(e)["choices"][0] for e in events[:-1]]
+    # "paris" and " ." as they are generated, then the end (EOS) with its finish reason
+    assert [(c["text"], c["finish_reason"]) for c in chunks] == [("paris", None), (" .", None), ("", "stop")]
 
 
 @pytest.mark.parametrize("method,path,body,raw,status,param", [
@@ -165,13 +169,28 @@ def test_streaming_sends_one_chunk_then_done(server):
     ("POST", "/v1/completions", {"model": "tiny", "prompt": [1, 2]}, None, 400, "prompt"),
     ("POST", "/v1/completions", {"model": "tiny", "prompt": "hi", "max_tokens": 0}, None, 400, "max_tokens"),
     ("POST", "/v1/completions", {"model": "tiny", "prompt": "hi", "temperature": "hot"}, None, 400, "temperature"),
-    ("POST", "/v1/completions", {"model": "tiny", "prompt": "hi", "n": 3}, None, 400, "n"),
+    ("POST", "/v1/completions", {"model": "tiny", "prompt": "hi", "n": 17}, None, 400, "n"),
+    ("POST", "/v1/completions", {"model": "tiny", "prompt": "hi", "temperature": float("inf")}, None, 400, "temperature"),
+    ("POST", "/v1/completions", {"model": "tiny", "prompt": "hi", "top_p": 0}, None, 400, "top_p"),
+    ("POST", "/v1/completions", {"model": "tiny", "prompt": "hi", "seed": 2 ** 70}, None, 400, "seed"),
+    ("POST", "/v1/completions", {"model": "tiny", "prompt": "hi", "max_tokens": 400}, None, 400, "max_tokens"),
+    ("POST", "/v1/completions", {"model": "tiny", "prompt": "hi", "echo": True}, None, 400, "echo"),
+    ("POST", "/v1/completions", {"model": "tiny", "prompt": "hi", "logit_bias": {"5": 1}}, None, 400, "logit_bias"),
+    ("POST", "/v1/completions", {"model": "tiny", "prompt": "hi", "logprobs": 6}, None, 400, "logprobs"),
+    ("POST", "/v1/completions", {"model": "tiny", "prompt": "hi", "stream_options": {"include_usage": True}},
+     None, 400, None),
+    ("POST", "/v1/completions", None, b"[" * 100000, 400, None),
+    ("PUT", "/v1/completions", {}, None, 405, None),
+    ("POST", "/v1/chat/completions", {"model": "tiny", "messages": [{"role": "user", "content": "x"}],
+                                      "tools": []}, None, 400, "tools"),
+    ("POST", "/v1/chat/completions", {"model": "tiny", "messages": [{"role": "user", "content": "x"}],
+                                      "response_format": {"type": "json_object"}}, None, 400, "response_format"),
+    ("POST", "/v1/chat/completions", {"model": "tiny", "messages": [{"role": "user", "content": "x"}],
+                                      "top_logprobs": 2}, None, 400, None),
     ("POST", "/v1/chat/completions", {"model": "tiny", "messages": []}, None, 400, "messages"),
     ("POST", "/v1/chat/completions", {"model": "tiny", "messages": [{"content": "x"}]}, None, 400, "messages"),
-    ("POST", "/v1/adapters", {"name": "x", "path": "/no/such/dir"}, None, 400, None),
-    ("POST", "/v1/adapters", {"name": "capitals", "path": "/no/such/dir"}, None, 400, None),
-    ("POST", "/v1/adapters", {"name": "bad name!", "path": "."}, None, 400, "name"),
-    ("DELETE", "/v1/adapters/nope", None, None, 404, "name"),
+    ("POST", "/v1/load_lora_adapter", {"lora_name": "x", "lora_path": "x"}, None, 404, None),  # off by default
+    ("POST", "/v1/unload_lora_adapter", {"lora_name": "capitals"}, None, 404, None),
     ("GET", "/v2/whatever", None, None, 404, None),
 ])
 def test_bad_requests_get_a_json_4xx_and_the_server_lives_on(server, method, path, body, raw, status, param):
@@ -182,34 +201,55 @@ def test_bad_requests_get_a_json_4xx_and_the_server_lives_on(server, method, pat
     assert call(server.url, "GET", "/health") == (200, {"status": "ok"})
 
 
+def test_a_body_over_the_limit_is_413_before_it_is_read(server):
+    import http.client
+    import urllib.parse
+
+    netloc = urllib.parse.urlsplit(server.url).netloc
+    conn = http.client.HTTPConnection(netloc, timeout=30)
+    conn.putrequest("POST", "/v1/completions")
+    conn.putheader("Content-Type", "application/json")
+    conn.putheader("Content-Length", str(2 << 20))
+    conn.endheaders()
+    conn.send(b"{" + b" " * 1000)
+    resp = conn.getresponse()
+    assert resp.status == 413 and json.loads(resp.read())["error"]["code"] == "request_too_large"
+    conn.close()
+
+
+def _runtime_server(tiny_base, roots):
+    host = AdapterHost(str(tiny_base), base_name="tiny", dtype="fp32", device="cpu", adapter_roots=roots)
+    return start_server(host, "127.0.0.1", 0, settings=ServeSettings(allow_runtime_adapters=True))
+
+
 def test_load_and_unload_at_run_time(tiny_base, two_adapters, references):
-    host = AdapterHost(str(tiny_base), base_name="tiny", dtype="fp32", device="cpu")
-    running = start_server(host, "127.0.0.1", 0)
+    root = two_adapters["capitals"].parent
+    running = _runtime_server(tiny_base, (root,))
     try:
         url = running.url
         assert complete(url, "tiny", PROMPT) == references["tiny"][PROMPT]
         assert call(url, "POST", "/v1/completions", {"model": "capitals", "prompt": PROMPT})[0] == 404
 
-        status, body = call(url, "POST", "/v1/adapters", {"name": "capitals", "path": str(two_adapters["capitals"])})
-        assert status == 201 and body["loaded"] == "capitals"
+        status, body = call(url, "POST", "/v1/load_lora_adapter", {"lora_name": "capitals", "lora_path": "capitals"})
+        assert (status, body) == (200, {"loaded": "capitals"})
         assert complete(url, "capitals", PROMPT) == "paris ."
-        # vLLM's route and field names work too
         status, _ = call(url, "POST", "/v1/load_lora_adapter",
-                         {"lora_name": "swapped", "lora_path": str(two_adapters["swapped"])})
-        assert status == 201
+                         {"lora_name": "swapped", "lora_path": str(two_adapters["swapped"])})  # absolute, inside
+        assert status == 200
         assert complete(url, "swapped", PROMPT) == "tokyo !"
-        status, body = call(url, "POST", "/v1/adapters", {"name": "swapped", "path": str(two_adapters["capitals"])})
+        status, body = call(url, "POST", "/v1/load_lora_adapter", {"lora_name": "swapped", "lora_path": "capitals"})
         assert status == 409 and body["error"]["code"] == "adapter_exists"
 
-        assert call(url, "DELETE", "/v1/adapters/capitals") == (200, {"unloaded": "capitals"})
+        assert call(url, "POST", "/v1/unload_lora_adapter", {"lora_name": "capitals"}) == (200, {"unloaded": "capitals"})
         assert call(url, "POST", "/v1/completions", {"model": "capitals", "prompt": PROMPT})[0] == 404
         assert complete(url, "swapped", PROMPT) == "tokyo !"
         assert call(url, "POST", "/v1/unload_lora_adapter", {"lora_name": "swapped"})[0] == 200
+        assert call(url, "POST", "/v1/unload_lora_adapter", {"lora_name": "swapped"})[0] == 404
         assert [m["id"] for m in call(url, "GET", "/v1/models")[1]["data"]] == ["tiny"]
         # with every adapter gone the base is exactly the base again, and can take adapters anew
         for p in PROMPTS:
             assert complete(url, "tiny", p) == references["tiny"][p]
-        assert call(url, "POST", "/v1/adapters", {"name": "again", "path": str(two_adapters["swapped"])})[0] == 201
+        assert call(url, "POST", "/v1/load_lora_adapter", {"lora_name": "again", "lora_path": "swapped"})[0] == 200
         assert complete(url, "again", PROMPT) == "tokyo !"
     finally:
         running.close()
@@ -220,18 +260,19 @@ def test_an_adapter_for_another_base_is_refused_and_the_server_stays_whole(tiny_
     from tests.tiny import make_tiny_model
 
     other = make_tiny_model(tmp_path / "wide", hidden=48, heads=4, kv_heads=2)
-    foreign = train_lora(other, tmp_path / "foreign", ["the sky is blue ."], steps=2)
-    host = AdapterHost(str(tiny_base), base_name="tiny", dtype="fp32", device="cpu")
-    running = start_server(host, "127.0.0.1", 0)
+    train_lora(other, tmp_path / "roots" / "foreign", ["the sky is blue ."], steps=2)
+    running = _runtime_server(tiny_base, (tmp_path / "roots", two_adapters["capitals"].parent))
     try:
-        before = complete(running.url, "tiny", PROMPT)
-        status, body = call(running.url, "POST", "/v1/adapters", {"name": "foreign", "path": str(foreign)})
+        url = running.url
+        before = complete(url, "tiny", PROMPT)
+        status, body = call(url, "POST", "/v1/load_lora_adapter", {"lora_name": "foreign", "lora_path": "foreign"})
         assert status == 400 and "cannot load adapter 'foreign'" in body["error"]["message"]
-        assert complete(running.url, "tiny", PROMPT) == before
-        assert call(running.url, "POST", "/v1/adapters", {"name": "capitals", "path": str(two_adapters["capitals"])})[0] == 201
-        status, body = call(running.url, "POST", "/v1/adapters", {"name": "foreign", "path": str(foreign)})
+        assert str(tmp_path) not in body["error"]["message"]  # no absolute path in the reply
+        assert complete(url, "tiny", PROMPT) == before
+        assert call(url, "POST", "/v1/load_lora_adapter", {"lora_name": "capitals", "lora_path": "capitals"})[0] == 200
+        status, body = call(url, "POST", "/v1/load_lora_adapter", {"lora_name": "foreign", "lora_path": "foreign"})
         assert status == 400
-        assert complete(running.url, "capitals", PROMPT) == "paris ."
-        assert [m["id"] for m in call(running.url, "GET", "/v1/models")[1]["data"]] == ["tiny", "capitals"]
+        assert complete(url, "capitals", PROMPT) == "paris ."
+        assert [m["id"] for m in call(url, "GET", "/v1/models")[1]["data"]] == ["tiny", "capitals"]
     finally:
         running.close()
