@@ -61,9 +61,12 @@ def _platforms(platform: str) -> tuple[str, ...]:
 
 
 def _usage(platform: str, training: bool, spot: bool) -> str:
+    """The price row a candidate uses; SageMaker spot means managed spot training (estimated price)."""
     if platform == "ec2":
         return "spot" if spot else "on-demand"
-    return "training" if training else "hosting"
+    if not training:
+        return "hosting"  # hosting has no spot: pricing.spot.check_spot refuses --spot before this
+    return "spot" if spot else "training"
 
 
 def build_candidates(est, catalog, *, platform: str = "any", region: str = "us-east-1", spot: bool = False,
@@ -106,7 +109,7 @@ def build_candidates(est, catalog, *, platform: str = "any", region: str = "us-e
             else:
                 hourly = price.usd_per_hour * f.machines
             hours = timecost.job_hours(est, tokens=tokens, epochs=epochs, gpus=f.gpus_used, machines=f.machines,
-                                       spec=catalog.gpu(inst.gpu_model), spot=spot and plat == "ec2")
+                                       spec=catalog.gpu(inst.gpu_model), spot=spot)
             out.append(Candidate(**base, fits=f.fits, reason=reason, strategy=f.strategy, machines=f.machines,
                                  gpu_count=f.gpus_used, per_gpu_bytes=f.per_gpu_bytes,
                                  usable_bytes_per_gpu=f.usable_bytes_per_gpu, usd_per_hour=hourly,

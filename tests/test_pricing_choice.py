@@ -122,7 +122,7 @@ def test_spot_prices_and_overhead(catalog):
     assert g5.usage == "spot" and g5.usd_per_hour_per_machine == 0.4246
     g5_od = {c.instance_type: c for c in od.candidates}["g5.xlarge"]
     assert g5.job_hours == pytest.approx(g5_od.job_hours * (1 + timecost.SPOT_INTERRUPTION_OVERHEAD))
-    assert {c.instance_type: c for c in sp.candidates}["g4dn.xlarge"].usd_per_hour is None  # no spot price known
+    assert {c.instance_type: c for c in sp.candidates}["p5.4xlarge"].usd_per_hour is None  # no spot price known
 
 
 def test_job_hours_formula_exact(catalog):
