@@ -87,6 +87,7 @@ class GpuSpec:
     source: str
     as_of: str
     note: str = ""
+    generation: str = ""  # turing | volta | ampere | ada | hopper | blackwell: keys the fitted utilization
 
 
 @dataclass(frozen=True)
@@ -307,7 +308,7 @@ def _load_gpus(path: Path) -> tuple[GpuSpec, ...]:
                            bf16_supported=r["bf16_supported"] == "yes",
                            mem_bandwidth_gb_s=_num(path, line, r, "mem_bandwidth_gb_s"),
                            estimated=r["estimated"] == "yes", source=r["source"], as_of=r["as_of"],
-                           note=r.get("note") or ""))
+                           note=r.get("note") or "", generation=r.get("generation") or ""))
     return tuple(out)
 
 
