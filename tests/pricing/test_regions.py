@@ -104,3 +104,17 @@ def test_region_any_is_never_dearer_and_names_the_region(catalog):
         assert anyc.cost(objective) <= one.cost(objective) and anyc.region in regions
     with pytest.raises(PlannerError, match="unknown AWS region"):
         resolve_regions(catalog, "mars-1")
+
+
+def test_refresh_leaves_local_zones_out_of_spot():
+    """A stand-in EC2 client (moto serves no local zones, so there is no real local part for this)."""
+    from datetime import datetime, timezone
+
+    from pricing.refresh import spot_prices
+
+    class Ec2:
+        def describe_spot_price_history(self, **kw):
+            return {"SpotPriceHistory": [
+                {"InstanceType": "g5.xlarge", "AvailabilityZone": z, "SpotPrice": p, "ProductDescription": "Linux/UNIX"}
+                for z, p in (("us-east-1a", "0.50"), ("us-east-1b", "0.45"), ("us-east-1-atl-2a", "0.10"))]}
+    assert spot_prices(Ec2(), ["g5.xlarge"], datetime.now(timezone.utc)) == {"g5.xlarge": (0.45, 0.50)}
