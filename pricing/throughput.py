@@ -9,6 +9,8 @@ Utilization u of one measurement (the effective model-FLOPs utilization of docs/
 with ``factor`` from ``timecost.flops_per_token_factor``. A cell's utilization is the median of
 its measurements' u. Cells, most specific first: (GPU model, mode, checkpointing), (GPU
 generation, mode, checkpointing), (any GPU, mode, checkpointing); prompt tuning uses the LoRA cells.
+The last level, for a GPU of a generation nobody measured (B200, T4, V100), takes the *lowest*
+measured u of the mode, not the median: a guess should not make an unmeasured GPU win.
 """
 from __future__ import annotations
 
@@ -61,7 +63,8 @@ class Cell:
     ids: tuple[str, ...]
 
     def basis(self) -> str:
-        what = {"gpu": f"{self.key}", "generation": f"{self.key} GPUs", "mode": "all GPUs"}[self.level]
+        what = {"gpu": f"{self.key}", "generation": f"{self.key} GPUs",
+                "mode": "all GPUs (lowest, as no GPU of this generation was measured)"}[self.level]
         return (f"fitted to {self.n} published measurement(s) ({', '.join(self.ids)}) on {what}, {self.mode}, "
                 f"checkpointing {'on' if self.checkpointing else 'off'}")
 
@@ -139,7 +142,9 @@ def fit_cells(measurements: Iterable[Measurement], gpu_of, factor_of) -> tuple[C
             continue
         for level, key in (("gpu", m.gpu_model), ("generation", spec.generation), ("mode", "*")):
             groups.setdefault((level, key, m.mode, m.checkpointing), []).append((m.id, u))
-    return tuple(Cell(level, key, mode, ck, round(statistics.median(u for _, u in v), 4), len(v),
+    def agg(level, us):
+        return min(us) if level == "mode" else statistics.median(us)
+    return tuple(Cell(level, key, mode, ck, round(agg(level, [u for _, u in v]), 4), len(v),
                       tuple(i for i, _ in v)) for (level, key, mode, ck), v in sorted(groups.items()))
 
 
