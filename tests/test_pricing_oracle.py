@@ -156,7 +156,7 @@ def plans(est, inst):
             yield ("fsdp-qlora" if est.job.mode == "qlora" else "fsdp"), m * g, m
 
 
-def oracle(est, tokens, epochs=1.0):
+def oracle(est, tokens, epochs=1.0, region=None):
     """{(platform, instance): cheapest cost over its fitting plans} for the job."""
     sm_types = {k[1] for k in PRICES if k[0] == "sagemaker"}
     out = {}
@@ -167,7 +167,7 @@ def oracle(est, tokens, epochs=1.0):
             if inst is None or inst["accelerator"] != "nvidia" or not num(inst["gpu_memory_gib"]):
                 continue
             usage = "on-demand" if platform == "ec2" else ("training" if est.job.is_training else "hosting")
-            price = PRICES.get((platform, name, REGION, usage))
+            price = PRICES.get((platform, name, region or REGION, usage))
             room = usable(est, float(inst["gpu_memory_gib"]))
             costs = []
             for strategy, gpus, machines in plans(est, inst):
@@ -217,6 +217,18 @@ def test_recommendation_agrees_with_brute_force(catalog, model, mode, tokens):
         if c.fits and want.get((c.platform, c.instance_type)) is not None:
             mine = c.job_usd if tokens is not None else c.usd_per_hour
             assert mine == pytest.approx(want[(c.platform, c.instance_type)], rel=1e-9), c.instance_type
+
+
+@pytest.mark.parametrize("region", ["eu-west-1", "ap-northeast-1"])
+@pytest.mark.parametrize("model,mode,tokens", [("llama3-8b", "qlora", 10**8), ("llama3-70b", "full", 10**9),
+                                               ("mistral-7b", "inference", None)])
+def test_other_regions_agree_with_brute_force(catalog, model, mode, tokens, region):
+    est = estimate(model, mode=mode)
+    got = plan_costs(est, catalog, platform="any", region=region, tokens=tokens)
+    want = {k: v for k, v in oracle(est, tokens, region=region).items() if v is not None}
+    rec = got.recommendation
+    cost = rec.job_usd if tokens is not None else rec.usd_per_hour
+    assert rec.region == region and cost == pytest.approx(min(want.values()), rel=1e-9)
 
 
 def test_short_job_pays_start_up_and_stays_small(catalog):
