@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import csv
 import statistics
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from planner.errors import PlannerError
 

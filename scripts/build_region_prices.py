@@ -43,6 +43,11 @@ def zone_flag(od: float | None, spot: float | None) -> str:
     return ""
 
 
+def read(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
 def _f(text: str) -> float | None:
     text = (text or "").strip()
     return float(text) if text else None
@@ -50,7 +55,7 @@ def _f(text: str) -> float | None:
 
 def build_zones(ref: Path) -> list[dict[str, str]]:
     out = []
-    for r in csv.DictReader(open(ref / "aws_ec2_gpu_vms_by_zone.csv", newline="")):
+    for r in read(ref / "aws_ec2_gpu_vms_by_zone.csv"):
         od, spot = _f(r["Price"]), _f(r["SpotPrice"])
         zone = r["AvailabilityZone"]
         out.append({"instance_type": r["InstanceType"], "region": r["Region"], "zone": zone,
@@ -92,7 +97,7 @@ def spot_row(itype: str, region: str, zones: list[dict[str, str]]) -> dict[str, 
 
 def sagemaker_rows(ref: Path) -> list[dict[str, str]]:
     """Region-specific SageMaker prices; see the rules in pricing/data/README.md."""
-    rows = list(csv.DictReader(open(ref / "aws_sagemaker_gpu_prices_regions.csv", newline="")))
+    rows = read(ref / "aws_sagemaker_gpu_prices_regions.csv")
     out: dict[tuple[str, str, str], dict[str, str]] = {}
     src = "via reference/aws_sagemaker_gpu_prices_regions.csv"
     # 1. exact billed rates (eu-west-1, 2023-12) and Price List API training rates (us-west-2)
@@ -146,7 +151,7 @@ def sagemaker_after_cut(ref: Path) -> list[dict[str, str]]:
     The pre-cut us-east-1 SageMaker price times the same family's EC2 us-east-1 cut ratio (both
     in aws_p4_p5_price_cut_2025.csv); the result equals the post-cut us-west-2 SageMaker price.
     """
-    rows = list(csv.DictReader(open(ref / "aws_p4_p5_price_cut_2025.csv", newline="")))
+    rows = read(ref / "aws_p4_p5_price_cut_2025.csv")
     ec2 = {r["instance_type"]: r for r in rows if r["region"] == "us-east-1" and "SageMaker" not in r["instance_type"]}
     out = []
     for r in rows:
@@ -175,9 +180,9 @@ def build(ref: Path) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
     for z in zones:
         by_pair[(z["instance_type"], z["region"])].append(z)
     bundled = {(r["platform"], r["instance_type"], r["region"], r["usage"])
-               for r in csv.DictReader(open(DATA / "prices.csv", newline=""))}
+               for r in read(DATA / "prices.csv")}
     prices = []
-    for r in csv.DictReader(open(ref / "aws_ec2_gpu_by_region.csv", newline="")):
+    for r in read(ref / "aws_ec2_gpu_by_region.csv"):
         itype, region = r["InstanceType"], r["Region"]
         if ("ec2", itype, region, "on-demand") not in bundled:
             note = "" if r["OnDemandPrice"] else "no on-demand price in the source (reservation-only or not sold)"

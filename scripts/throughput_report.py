@@ -19,9 +19,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from docgen import write_or_check  # noqa: E402
-from pricing import throughput, timecost  # noqa: E402
-from pricing.catalog import DATA_DIR, load_catalog  # noqa: E402
+from docgen import write_or_check
+
+from pricing import throughput, timecost
+from pricing.catalog import DATA_DIR, load_catalog
 
 OUT = ROOT / "docs" / "accuracy-throughput.md"
 FIT = DATA_DIR / "utilization.csv"
@@ -57,7 +58,7 @@ def main() -> int:
         lerr = (loo / m.tokens_per_second - 1) * 100
         errs.append(abs(err))
         loo_errs.append(abs(lerr))
-        util, basis = throughput.utilization_for(catalog.gpu(m.gpu_model), m.mode, m.checkpointing, cells)
+        util, _ = throughput.utilization_for(catalog.gpu(m.gpu_model), m.mode, m.checkpointing, cells)
         rows.append(f"| {m.id} | {m.model} | {m.mode} | {m.gpus} x {m.gpu_model} ({m.interconnect}) | "
                     f"{m.tokens_per_second:,.0f} | {pred:,.0f} | {err:+.1f}% | {loo:,.0f} | {lerr:+.1f}% | {util:.3f} |")
     within = sum(1 for e in errs if e <= 25)
@@ -75,10 +76,10 @@ def main() -> int:
         "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
         *rows,
         "",
-        f"Fit: {within} of {len(errs)} within 25%, median absolute error {statistics.median(errs):.1f}% "
-        "(in-sample: most cells hold one measurement, so this only checks the arithmetic).",
-        f"Leave one out: {loo_within} of {len(loo_errs)} within 25%, median absolute error "
-        f"{statistics.median(loo_errs):.1f}%.",
+        (f"Fit: {within} of {len(errs)} within 25%, median absolute error {statistics.median(errs):.1f}% "
+         "(in-sample: most cells hold one measurement, so this only checks the arithmetic)."),
+        (f"Leave one out: {loo_within} of {len(loo_errs)} within 25%, median absolute error "
+         f"{statistics.median(loo_errs):.1f}%."),
         "",
         "Utilizations above 0.6 (consumer cards in torchtune's compiled recipes) are effective figures",
         "against the dense FP32-accumulate tensor rate and the 6N/8N FLOP count (no attention FLOPs): they",

@@ -11,6 +11,12 @@ from pricing.catalog import load_catalog
 from pricing.spot import check_spot, spot_summary
 from tests.test_pricing_catalog import REFERENCE
 
+
+def read(name):
+    with open(REFERENCE / name, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
 needs_reference = pytest.mark.skipif(not REFERENCE.is_dir(), reason="shared reference folder not present")
 
 
@@ -21,7 +27,7 @@ def catalog():
 
 @needs_reference
 def test_sampled_on_demand_prices_outside_us_east_1_equal_the_shared_table(catalog):
-    rows = [r for r in csv.DictReader(open(REFERENCE / "aws_ec2_gpu_by_region.csv")) if r["Region"] != "us-east-1"]
+    rows = [r for r in read("aws_ec2_gpu_by_region.csv") if r["Region"] != "us-east-1"]
     for r in random.Random(11).sample(rows, 60) + [r for r in rows if r["InstanceType"] == "p4d.24xlarge"]:
         p = catalog.price("ec2", r["InstanceType"], r["Region"], "on-demand")
         assert p is not None, (r["InstanceType"], r["Region"])
@@ -31,7 +37,7 @@ def test_sampled_on_demand_prices_outside_us_east_1_equal_the_shared_table(catal
 
 @needs_reference
 def test_every_region_of_the_table_is_priced_and_accepted(catalog):
-    regions = {r["Region"] for r in csv.DictReader(open(REFERENCE / "aws_ec2_gpu_by_region.csv"))}
+    regions = {r["Region"] for r in read("aws_ec2_gpu_by_region.csv")}
     assert regions <= set(catalog.priced_regions("ec2")) and len(regions) == 23
     for region in regions:
         catalog.check_region(region)
@@ -39,7 +45,7 @@ def test_every_region_of_the_table_is_priced_and_accepted(catalog):
 
 @needs_reference
 def test_spot_is_cheapest_usable_zone_with_the_range(catalog):
-    zones = [r for r in csv.DictReader(open(REFERENCE / "aws_ec2_gpu_vms_by_zone.csv"))
+    zones = [r for r in read("aws_ec2_gpu_vms_by_zone.csv")
              if r["InstanceType"] == "p5.48xlarge" and r["Region"] == "us-east-1" and r["SpotPrice"]]
     usable = [float(z["SpotPrice"]) for z in zones if z["AvailabilityZone"].count("-") == 1
               and float(z["SpotPrice"]) != round(float(z["Price"]) / 10, 6)]
@@ -118,3 +124,19 @@ def test_refresh_leaves_local_zones_out_of_spot():
                 {"InstanceType": "g5.xlarge", "AvailabilityZone": z, "SpotPrice": p, "ProductDescription": "Linux/UNIX"}
                 for z, p in (("us-east-1a", "0.50"), ("us-east-1b", "0.45"), ("us-east-1-atl-2a", "0.10"))]}
     assert spot_prices(Ec2(), ["g5.xlarge"], datetime.now(timezone.utc)) == {"g5.xlarge": (0.45, 0.50)}
+
+
+@needs_reference
+def test_bundled_region_files_are_what_the_build_script_makes():
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[2] / "scripts" / "build_region_prices.py"
+    spec = importlib.util.spec_from_file_location("build_region_prices", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    prices, zones = mod.build(REFERENCE)
+    data = path.parents[1] / "pricing" / "data"
+    with open(data / "prices_regions.csv", newline="") as fh:
+        assert list(csv.DictReader(fh)) == prices
+    with open(data / "spot_zones.csv", newline="") as fh:
+        assert list(csv.DictReader(fh)) == zones
