@@ -60,7 +60,7 @@ class Price:
     source: str
     as_of: str
     note: str = ""
-    origin: str = "bundled"  # bundled | user
+    origin: str = "bundled"  # bundled | user | derived (SageMaker managed spot)
 
     @property
     def key(self) -> tuple[str, str, str, str]:
