@@ -18,6 +18,8 @@ from planner.errors import PlannerError
 
 DATA_DIR = Path(__file__).parent / "data"
 USER_PRICES = "prices.csv"
+REGION_PRICES = "prices_regions.csv"  # every region, built by scripts/build_region_prices.py
+SPOT_ZONES = "spot_zones.csv"
 STALE_AFTER_DAYS = 90
 PLATFORMS = ("ec2", "sagemaker")
 USAGES = ("on-demand", "spot", "training", "hosting")
@@ -58,7 +60,7 @@ class Price:
     source: str
     as_of: str
     note: str = ""
-    origin: str = "bundled"  # bundled | user
+    origin: str = "bundled"  # bundled | user | derived (SageMaker managed spot)
 
     @property
     def key(self) -> tuple[str, str, str, str]:
@@ -85,6 +87,7 @@ class GpuSpec:
     source: str
     as_of: str
     note: str = ""
+    generation: str = ""  # turing | volta | ampere | ada | hopper | blackwell: keys the fitted utilization
 
 
 @dataclass(frozen=True)
@@ -112,6 +115,29 @@ class Region:
 
 
 @dataclass(frozen=True)
+class SpotZone:
+    """One availability zone's spot price for one instance type (SKY8 snapshot).
+
+    ``flag``: ``spot-equals-on-demand`` (a cap: no discount there) or ``artefact-10pct-of-on-demand``
+    (exactly 10% of on-demand: left out of the region's spot price); local zones are left out too.
+    """
+
+    instance_type: str
+    region: str
+    zone: str
+    local_zone: bool
+    on_demand_usd: float | None
+    spot_usd: float | None
+    flag: str
+    source: str
+    as_of: str
+
+    @property
+    def usable(self) -> bool:
+        return self.spot_usd is not None and not self.local_zone and not self.flag.startswith("artefact")
+
+
+@dataclass(frozen=True)
 class Catalog:
     """Everything pricing knows, loaded from data files. Lookups return None for unknown."""
 
@@ -121,12 +147,26 @@ class Catalog:
     local_gpus: tuple[LocalGpu, ...]
     regions: tuple[Region, ...]
     user_file: str | None = None
+    spot_zones: tuple[SpotZone, ...] = ()
     _index: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         self._index["instance"] = {i.instance_type: i for i in self.instances}
         self._index["price"] = {p.key: p for p in self.prices}
         self._index["gpu"] = {g.gpu_model: g for g in self.gpus}
+        zones: dict[tuple[str, str], list[SpotZone]] = {}
+        for z in self.spot_zones:
+            zones.setdefault((z.instance_type, z.region), []).append(z)
+        self._index["zones"] = {k: tuple(v) for k, v in zones.items()}
+
+    def zones(self, instance_type: str, region: str) -> tuple[SpotZone, ...]:
+        """Every zone's spot price for an EC2 type in a region (empty when unknown)."""
+        return self._index["zones"].get((instance_type.removeprefix("ml."), region), ())
+
+    def priced_regions(self, platform: str | None = None) -> tuple[str, ...]:
+        """Regions with at least one known price (on ``platform`` when given), in aws_regions.csv order."""
+        have = {p.region for p in self.prices if p.usd_per_hour is not None and platform in (None, p.platform)}
+        return tuple(r.region for r in self.regions if r.region in have)
 
     def instance(self, instance_type: str) -> InstanceType | None:
         return self._index["instance"].get(instance_type.removeprefix("ml."))
@@ -268,7 +308,7 @@ def _load_gpus(path: Path) -> tuple[GpuSpec, ...]:
                            bf16_supported=r["bf16_supported"] == "yes",
                            mem_bandwidth_gb_s=_num(path, line, r, "mem_bandwidth_gb_s"),
                            estimated=r["estimated"] == "yes", source=r["source"], as_of=r["as_of"],
-                           note=r.get("note") or ""))
+                           note=r.get("note") or "", generation=r.get("generation") or ""))
     return tuple(out)
 
 
@@ -287,19 +327,73 @@ def _load_regions(path: Path) -> tuple[Region, ...]:
                  for _, r in _rows(path, ("region", "name", "source", "as_of")))
 
 
+def _load_zones(path: Path) -> tuple[SpotZone, ...]:
+    if not path.is_file():
+        return ()
+    cols = ("instance_type", "region", "zone", "local_zone", "on_demand_usd", "spot_usd", "flag", "source", "as_of")
+    return tuple(SpotZone(r["instance_type"], r["region"], r["zone"], r["local_zone"] == "yes",
+                          _num(path, n, r, "on_demand_usd"), _num(path, n, r, "spot_usd"), r["flag"], r["source"],
+                          r["as_of"]) for n, r in _rows(path, cols))
+
+
+def managed_spot_price(prices: dict, zones: dict, instance_type: str, region: str) -> Price | None:
+    """SageMaker managed spot training: AWS publishes no separate price, so this estimates one.
+
+    Assumption (docs/pricing.md, "Honest spot"): SageMaker's spot discount equals EC2's for the
+    same type in the same region, taken at the dearest usable zone because SageMaker, not the
+    user, picks the zone: SageMaker training price x EC2 spot / EC2 on-demand. Unknown when
+    any of the three is unknown.
+    """
+    sm = prices.get(("sagemaker", instance_type, region, "training"))
+    ec2 = instance_type.removeprefix("ml.")
+    od = prices.get(("ec2", ec2, region, "on-demand"))
+    if sm is None or sm.usd_per_hour is None or od is None or od.usd_per_hour is None:
+        return None
+    usable = [z.spot_usd for z in zones.get((ec2, region), ()) if z.usable]
+    spot_row = prices.get(("ec2", ec2, region, "spot"))
+    if usable:
+        spot, where = max(usable), f"dearest of {len(usable)} zone(s)"
+    elif spot_row is not None and spot_row.usd_per_hour is not None:
+        spot, where = spot_row.usd_per_hour, "the region's spot row"
+    else:
+        return None
+    discount = min(1.0, spot / od.usd_per_hour)
+    note = (f"estimated: SageMaker training {sm.usd_per_hour} x EC2 spot/on-demand {spot}/{od.usd_per_hour} "
+            f"({where}); AWS publishes no managed-spot price")
+    return Price("sagemaker", instance_type, region, "spot", round(sm.usd_per_hour * discount, 6), "no", True,
+                 f"derived: {sm.source} x EC2 spot ({spot_row.source if spot_row else 'zones'})", sm.as_of, note,
+                 origin="derived")
+
+
 def load_catalog(data_dir: Path | None = None, user_dir: Path | None | bool = None) -> Catalog:
-    """Bundled catalog plus the user's refreshed prices (``user_dir=False`` ignores them)."""
+    """Bundled catalog plus the user's refreshed prices (``user_dir=False`` ignores them).
+
+    Order (later wins on the same key): prices.csv, prices_regions.csv, the user's file; then
+    SageMaker managed-spot estimates are derived where no row gives one.
+    """
     data_dir = data_dir or DATA_DIR
     prices = {p.key: p for p in load_prices(data_dir / "prices.csv")}
+    if (data_dir / REGION_PRICES).is_file():
+        prices.update({p.key: p for p in load_prices(data_dir / REGION_PRICES)})
     user_file = None
     if user_dir is not False:
         path = Path(user_dir or cache_dir()) / USER_PRICES
         if path.is_file():
             user_file = str(path)
             prices.update({p.key: p for p in load_prices(path, origin="user")})
+    zones = _load_zones(data_dir / SPOT_ZONES)
+    by_pair: dict[tuple[str, str], list[SpotZone]] = {}
+    for z in zones:
+        by_pair.setdefault((z.instance_type, z.region), []).append(z)
+    for key in [k for k in prices if k[0] == "sagemaker" and k[3] == "training"]:
+        spot_key = ("sagemaker", key[1], key[2], "spot")
+        if spot_key not in prices:
+            derived = managed_spot_price(prices, by_pair, key[1], key[2])
+            if derived is not None:
+                prices[spot_key] = derived
     return Catalog(instances=_load_instances(data_dir / "instances.csv"), prices=tuple(prices.values()),
                    gpus=_load_gpus(data_dir / "gpus.csv"), local_gpus=_load_local(data_dir / "local_gpus.csv"),
-                   regions=_load_regions(data_dir / "aws_regions.csv"), user_file=user_file)
+                   regions=_load_regions(data_dir / "aws_regions.csv"), user_file=user_file, spot_zones=zones)
 
 
 def write_user_prices(rows: Iterable[Price], directory: Path) -> Path:

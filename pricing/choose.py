@@ -43,6 +43,8 @@ class Candidate:
     usd_per_month: float | None = None
     job_hours: float | None = None
     job_usd: float | None = None
+    overhead_hours: float | None = None  # start-up and finishing (timecost.overhead_items)
+    tokens_per_second: float | None = None  # steady state, whole plan
     price_source: str | None = None
     price_as_of: str | None = None
     price_estimated: bool = False
@@ -61,9 +63,12 @@ def _platforms(platform: str) -> tuple[str, ...]:
 
 
 def _usage(platform: str, training: bool, spot: bool) -> str:
+    """The price row a candidate uses; SageMaker spot means managed spot training (estimated price)."""
     if platform == "ec2":
         return "spot" if spot else "on-demand"
-    return "training" if training else "hosting"
+    if not training:
+        return "hosting"  # hosting has no spot: pricing.spot.check_spot refuses --spot before this
+    return "spot" if spot else "training"
 
 
 def build_candidates(est, catalog, *, platform: str = "any", region: str = "us-east-1", spot: bool = False,
@@ -105,13 +110,17 @@ def build_candidates(est, catalog, *, platform: str = "any", region: str = "us-e
                 reason += f"; {why}"
             else:
                 hourly = price.usd_per_hour * f.machines
-            hours = timecost.job_hours(est, tokens=tokens, epochs=epochs, gpus=f.gpus_used, machines=f.machines,
-                                       spec=catalog.gpu(inst.gpu_model), spot=spot and plat == "ec2")
+            t = timecost.job_time(est, tokens=tokens, epochs=epochs, gpus=f.gpus_used, machines=f.machines,
+                                  spec=catalog.gpu(inst.gpu_model), spot=spot, platform=plat, strategy=f.strategy,
+                                  interconnect=inst.interconnect, gpus_per_machine=inst.gpu_count)
+            hours = None if t is None else t.job_hours
             out.append(Candidate(**base, fits=f.fits, reason=reason, strategy=f.strategy, machines=f.machines,
                                  gpu_count=f.gpus_used, per_gpu_bytes=f.per_gpu_bytes,
                                  usable_bytes_per_gpu=f.usable_bytes_per_gpu, usd_per_hour=hourly,
                                  usd_per_month=timecost.monthly(hourly), job_hours=hours,
-                                 job_usd=None if hours is None or hourly is None else hours * hourly))
+                                 job_usd=None if t is None or hourly is None else t.billed_hours * hourly,
+                                 overhead_hours=None if t is None else t.overhead_hours,
+                                 tokens_per_second=None if t is None else t.tokens_per_second))
     return tuple(out)
 
 

@@ -50,7 +50,7 @@ def local_costs(est, catalog, gpu_name: str, *, tokens: int | None = None, token
     gpu = catalog.local_gpu(gpu_name)
     f = fit_machine(est, gpu_memory_gib=gpu.memory_gib, gpu_count=1)
     spec = catalog.gpu(gpu.spec)
-    hours = timecost.job_hours(est, tokens=tokens, epochs=epochs, gpus=1, machines=1, spec=spec)
+    hours = timecost.job_hours(est, tokens=tokens, epochs=epochs, gpus=1, machines=1, spec=spec, platform="local")
     cand = choose.Candidate(instance_type=gpu.name, platform="local", region="local", usage="owned",
                             gpu_model=gpu.name, gpus_per_machine=1, gpu_memory_gib=round(gpu.memory_gib, 2),
                             fits=f.fits, reason=f.reason, strategy=f.strategy, machines=1, gpu_count=1,

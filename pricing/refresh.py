@@ -63,7 +63,11 @@ def _products(client, service: str, filters: list[dict[str, str]]) -> list[str]:
 
 
 def spot_prices(ec2, instance_types: list[str], now: datetime) -> dict[str, tuple[float, float]]:
-    """(cheapest, dearest) latest spot price across zones per instance type."""
+    """(cheapest, dearest) latest spot price across zones per instance type, local zones left out.
+
+    Regular zone names are the region plus a letter (us-east-1a); local zones add a city
+    (us-east-1-atl-2a) and are left out, as in the bundled catalog (docs/pricing.md, "Honest spot").
+    """
     latest: dict[tuple[str, str], tuple[datetime, float]] = {}
     pages = ec2.get_paginator("describe_spot_price_history").paginate(
         InstanceTypes=instance_types, ProductDescriptions=["Linux/UNIX"], StartTime=now)
@@ -72,6 +76,8 @@ def spot_prices(ec2, instance_types: list[str], now: datetime) -> dict[str, tupl
             if not h.get("ProductDescription", "").startswith("Linux/UNIX"):
                 continue
             key = (h["InstanceType"], h.get("AvailabilityZone", ""))
+            if key[1].count("-") > 2:
+                continue  # a local zone
             stamp = h.get("Timestamp") or now
             if key not in latest or stamp > latest[key][0]:
                 latest[key] = (stamp, float(h["SpotPrice"]))

@@ -1,28 +1,51 @@
-"""How long a training job takes and what it costs; hourly and monthly cost for serving.
+"""How long a training job takes, start-up included, and what it costs; hourly and monthly cost for serving.
 
 Time model (docs/pricing.md, "Time model"):
-  hours = FLOPs / (GPUs x dense tensor TFLOPS x utilization) / 3600 x slowdowns
-  FLOPs = flops_per_token x active parameters x tokens x epochs
-flops_per_token: 6 for full fine-tuning (2 forward + 4 backward: Kaplan et al. 2020, "Scaling
+  job hours  = overhead + tokens x epochs / tokens_per_second (x spot interruption allowance)
+  tokens/s   = GPUs x dense TFLOPS x utilization x scaling efficiency / (factor x active params)
+flops_per_token factor: 6 for full fine-tuning (2 forward + 4 backward: Kaplan et al. 2020, "Scaling
 Laws", C ~ 6N per token); LoRA, QLoRA and prompt tuning skip the weight gradients of the frozen
 base (2 of the 4 backward FLOPs per parameter) but still backpropagate activation gradients
 through it: 4. Gradient checkpointing recomputes the forward: +2 (Korthikanti et al. 2022,
 "Reducing Activation Recomputation", full recomputation). Adapter FLOPs are under 1% and ignored.
+Utilization is fitted per (GPU, mode, checkpointing) to published throughput (pricing.throughput);
+QLoRA's dequantization cost is inside its fitted utilization. Overheads (pricing/data/overheads.csv)
+are assumptions, each with its basis: machine start, weights download and load (+ quantize),
+one checkpoint per epoch, and SageMaker's upload of the output.
 """
 from __future__ import annotations
 
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from . import throughput
+
 HOURS_PER_MONTH = 730  # 8,760 / 12, the AWS pricing calculator's month
-# Model FLOPs utilization assumed for fine-tuning on one machine; an assumption (typical published
-# MFU for 7B-70B fine-tuning with FSDP is 30-50%), not a measurement of ours.
-UTILIZATION = 0.40
-# Extra loss of throughput when FSDP spans machines over EFA (assumption).
-MULTI_MACHINE_EFFICIENCY = 0.90
-# QLoRA dequantizes the 4-bit base weights in every forward and backward matmul: slower per token
-# than 16-bit LoRA at equal FLOPs. Assumed factor; see docs/pricing.md.
-QLORA_SLOWDOWN = 1.5
 # Spot capacity can be reclaimed at two minutes' notice; restarts from the last checkpoint lose
-# work and time. Assumed overhead on job hours when --spot is used.
+# work and time. Assumed allowance on the steady-state hours when spot is used.
 SPOT_INTERRUPTION_OVERHEAD = 0.10
+DOWNLOAD_BYTES_PER_PARAM = 2  # checkpoints on the Hub are 16-bit safetensors
+MB = 1e6
+
+
+@dataclass(frozen=True)
+class JobTime:
+    """One plan's job time. ``billed_hours`` leaves out start-up time the provider does not bill."""
+
+    overhead_hours: float
+    overhead_items: tuple[tuple[str, float], ...]  # (item, seconds)
+    tokens_per_second: float
+    compute_hours: float
+    job_hours: float
+    billed_hours: float
+    utilization: float
+    utilization_basis: str
+    scaling_efficiency: float
+    interconnect: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 def flops_per_token_factor(mode: str, gradient_checkpointing: bool) -> int:
@@ -44,22 +67,84 @@ def dense_tflops(spec, precision: str) -> tuple[float | None, str]:
     return spec.bf16_dense_tflops, "bf16"
 
 
-def job_hours(est, *, tokens: int | None, epochs: float, gpus: int, machines: int, spec,
-              spot: bool = False) -> float | None:
-    """Wall-clock hours of the training job, or None when tokens or throughput are unknown."""
-    if not est.job.is_training or tokens is None:
-        return None
+def tokens_per_second(est, *, gpus: int, spec, strategy: str | None = None, link: str = "none",
+                      cells=None) -> tuple[float, float, str, float] | None:
+    """Steady-state tokens/s over all GPUs, with (utilization, its basis, scaling efficiency)."""
     tflops, _ = dense_tflops(spec, est.job.precision)
     if not tflops:
         return None
-    util = UTILIZATION * (MULTI_MACHINE_EFFICIENCY if machines > 1 else 1.0)
-    seconds = training_flops(est, tokens, epochs) / (gpus * tflops * 1e12 * util)
-    hours = seconds / 3600
+    ck = bool(est.job.gradient_checkpointing)
+    util, basis = throughput.utilization_for(spec, est.job.mode, ck, cells)
+    eff, _ = throughput.scaling_efficiency(link, strategy if gpus > 1 else "single-gpu")
+    factor = flops_per_token_factor(est.job.mode, ck)
+    return gpus * tflops * 1e12 * util * eff / (factor * est.params.active), util, basis, eff
+
+
+def _value(platform: str, item: str) -> tuple[float, bool] | None:
+    table = throughput.overheads()
+    row = table.get((platform, item)) or table.get(("any", item))
+    return None if row is None else (float(row["value"]), row["billed"] == "yes")
+
+
+def checkpoint_bytes(est) -> int:
+    """One save: trainable weights (+ optimizer state, + the weights for full fine-tuning)."""
+    kinds = ("trainable", "optimizer") + (("weights",) if est.job.mode == "full" else ())
+    return est.bytes_of(*kinds) if hasattr(est, "bytes_of") else 0
+
+
+def overhead_items(est, platform: str, epochs: float) -> tuple[tuple[str, float, bool], ...]:
+    """(item, seconds, billed) for starting, loading, checkpointing and finishing the job."""
+    weights_mb = est.params.total * DOWNLOAD_BYTES_PER_PARAM / MB
+    out: list[tuple[str, float, bool]] = []
+    if platform in ("ec2", "sagemaker"):
+        for item in ("machine_start", "environment_setup", "image_pull"):
+            v = _value(platform, item)
+            if v is not None and (platform, item) in throughput.overheads():
+                out.append((item, v[0], v[1]))
+        bw, billed = _value(platform, "download_bandwidth")
+        out.append(("model_download", weights_mb / bw, billed))
+    bw, billed = _value(platform, "load_bandwidth")
+    out.append(("model_load", weights_mb / bw, billed))
     if est.job.mode == "qlora":
-        hours *= QLORA_SLOWDOWN
+        bw, billed = _value(platform, "quantize_bandwidth")
+        out.append(("quantize", weights_mb / bw, billed))
+    bw, billed = _value(platform, "checkpoint_bandwidth")
+    out.append(("checkpoint_saves", math.ceil(epochs) * checkpoint_bytes(est) / MB / bw, billed))
+    if platform == "sagemaker":
+        bw, billed = _value(platform, "upload_bandwidth")
+        final = est.bytes_of("weights") if est.job.mode == "full" else est.bytes_of("trainable")
+        out.append(("output_upload", final / MB / bw, billed))
+    return tuple(out)
+
+
+def job_time(est, *, tokens: int | None, epochs: float, gpus: int, machines: int, spec, spot: bool = False,
+             platform: str = "ec2", strategy: str | None = None, interconnect: str = "",
+             gpus_per_machine: int | None = None, cells=None) -> JobTime | None:
+    """Wall-clock and billed time of a training job, or None when tokens or throughput are unknown."""
+    if not est.job.is_training or tokens is None:
+        return None
+    link = throughput.interconnect_class(interconnect, gpus_per_machine or gpus, machines)
+    rate = tokens_per_second(est, gpus=gpus, spec=spec, strategy=strategy, link=link, cells=cells)
+    if rate is None:
+        return None
+    tps, util, basis, eff = rate
+    compute = tokens * epochs / tps / 3600
     if spot:
-        hours *= 1 + SPOT_INTERRUPTION_OVERHEAD
-    return hours
+        compute *= 1 + SPOT_INTERRUPTION_OVERHEAD
+    items = overhead_items(est, platform, epochs)
+    over = sum(s for _, s, _ in items) / 3600
+    billed_over = sum(s for _, s, b in items if b) / 3600
+    return JobTime(overhead_hours=over, overhead_items=tuple((n, round(s, 1)) for n, s, _ in items),
+                   tokens_per_second=tps, compute_hours=compute, job_hours=over + compute,
+                   billed_hours=billed_over + compute, utilization=util, utilization_basis=basis,
+                   scaling_efficiency=eff, interconnect=link)
+
+
+def job_hours(est, *, tokens: int | None, epochs: float, gpus: int, machines: int, spec,
+              spot: bool = False, **kwargs) -> float | None:
+    """Wall-clock hours of the training job (start-up included), or None when unknown."""
+    t = job_time(est, tokens=tokens, epochs=epochs, gpus=gpus, machines=machines, spec=spec, spot=spot, **kwargs)
+    return None if t is None else t.job_hours
 
 
 def monthly(usd_per_hour: float | None) -> float | None:

@@ -1,7 +1,9 @@
 """The recommendation is the cheapest fitting candidate, and every cheaper one really does not fit."""
 from __future__ import annotations
 
+import csv
 import math
+from pathlib import Path
 from dataclasses import replace
 
 import pytest
@@ -121,8 +123,11 @@ def test_spot_prices_and_overhead(catalog):
     g5 = {c.instance_type: c for c in sp.candidates}["g5.xlarge"]
     assert g5.usage == "spot" and g5.usd_per_hour_per_machine == 0.4246
     g5_od = {c.instance_type: c for c in od.candidates}["g5.xlarge"]
-    assert g5.job_hours == pytest.approx(g5_od.job_hours * (1 + timecost.SPOT_INTERRUPTION_OVERHEAD))
-    assert {c.instance_type: c for c in sp.candidates}["g4dn.xlarge"].usd_per_hour is None  # no spot price known
+    # the interruption allowance is on the steady-state hours; start-up is the same either way
+    assert g5.overhead_hours == g5_od.overhead_hours > 0
+    assert g5.job_hours - g5.overhead_hours == pytest.approx(
+        (g5_od.job_hours - g5_od.overhead_hours) * (1 + timecost.SPOT_INTERRUPTION_OVERHEAD))
+    assert {c.instance_type: c for c in sp.candidates}["p5.4xlarge"].usd_per_hour is None  # no spot price known
 
 
 def test_job_hours_formula_exact(catalog):
@@ -131,9 +136,21 @@ def test_job_hours_formula_exact(catalog):
     c = {c.instance_type: c for c in costs.candidates}["p4de.24xlarge"]
     assert c.strategy == "fsdp" and c.gpu_count == 8 and c.machines == 1
     flops = 8 * est.params.active * 2e9 * 3  # 6 N D + 2 N D recompute (checkpointing on by default)
-    hours = flops / (8 * 312e12 * 0.40) / 3600
-    assert c.job_hours == pytest.approx(hours, rel=1e-12)
-    assert c.job_usd == pytest.approx(hours * 27.44705, rel=1e-12)
+    data = Path(timecost.__file__).parent / "data"
+    util = next(float(r["utilization"]) for r in csv.DictReader(open(data / "utilization.csv"))
+                if (r["level"], r["key"], r["mode"], r["checkpointing"]) == ("gpu", "A100-80GB", "full", "yes"))
+    eff = next(float(r["efficiency"]) for r in csv.DictReader(open(data / "scaling.csv"))
+               if (r["interconnect"], r["strategy"]) == ("nvswitch", "fsdp"))
+    compute = flops / (8 * 312e12 * util * eff) / 3600
+    over = {r["item"]: float(r["value"]) for r in csv.DictReader(open(data / "overheads.csv"))
+            if r["platform"] in ("ec2", "any")}
+    weights_mb = est.params.total * 2 / 1e6
+    ckpt_mb = est.bytes_of("trainable", "optimizer", "weights") / 1e6
+    seconds = (over["machine_start"] + over["environment_setup"] + weights_mb / over["download_bandwidth"]
+               + weights_mb / over["load_bandwidth"] + 3 * ckpt_mb / over["checkpoint_bandwidth"])
+    assert c.overhead_hours == pytest.approx(seconds / 3600, rel=1e-9)
+    assert c.job_hours == pytest.approx(compute + seconds / 3600, rel=1e-9)
+    assert c.job_usd == pytest.approx((compute + seconds / 3600) * 27.44705, rel=1e-9)  # EC2 bills it all
     t4 = {c.instance_type: c for c in costs.candidates}["g4dn.12xlarge"]
     assert timecost.dense_tflops(catalog.gpu("T4"), "fp32") == (65, "fp16")
     assert t4.job_hours is None or t4.job_hours > 0

@@ -93,7 +93,7 @@ def test_local_gpu(capsys):
 
 def test_prices_show(capsys):
     code, out, err = run(capsys, "prices", "show", "--region", "us-east-1", "--platform", "sagemaker")
-    assert code == 0 and "28 prices (bundled catalog)" in out and "older than 90 days" in err
+    assert code == 0 and "48 prices (bundled catalog)" in out and "older than 90 days" in err
     code, out, _ = run(capsys, "prices", "show", "--platform", "sagemaker", "--json")
     rows = json.loads(out)["prices"]
     assert {r["platform"] for r in rows} == {"sagemaker"} and all(r["source"] and r["as_of"] for r in rows)
