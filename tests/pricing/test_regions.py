@@ -113,17 +113,22 @@ def test_region_any_is_never_dearer_and_names_the_region(catalog):
 
 
 def test_refresh_leaves_local_zones_out_of_spot():
-    """A stand-in EC2 client (moto serves no local zones, so there is no real local part for this)."""
+    """A real boto3 EC2 client answered by botocore's Stubber (moto serves no local zones)."""
     from datetime import datetime, timezone
+
+    import boto3
+    from botocore.stub import ANY, Stubber
 
     from pricing.refresh import spot_prices
 
-    class Ec2:
-        def describe_spot_price_history(self, **kw):
-            return {"SpotPriceHistory": [
-                {"InstanceType": "g5.xlarge", "AvailabilityZone": z, "SpotPrice": p, "ProductDescription": "Linux/UNIX"}
-                for z, p in (("us-east-1a", "0.50"), ("us-east-1b", "0.45"), ("us-east-1-atl-2a", "0.10"))]}
-    assert spot_prices(Ec2(), ["g5.xlarge"], datetime.now(timezone.utc)) == {"g5.xlarge": (0.45, 0.50)}
+    ec2 = boto3.client("ec2", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
+    history = [{"InstanceType": "g5.xlarge", "AvailabilityZone": z, "SpotPrice": p, "ProductDescription": "Linux/UNIX",
+                "Timestamp": datetime.now(timezone.utc)}
+               for z, p in (("us-east-1a", "0.50"), ("us-east-1b", "0.45"), ("us-east-1-atl-2a", "0.10"))]
+    with Stubber(ec2) as stub:
+        stub.add_response("describe_spot_price_history", {"SpotPriceHistory": history},
+                          {"InstanceTypes": ["g5.xlarge"], "ProductDescriptions": ["Linux/UNIX"], "StartTime": ANY})
+        assert spot_prices(ec2, ["g5.xlarge"], datetime.now(timezone.utc)) == {"g5.xlarge": (0.45, 0.50)}
 
 
 @needs_reference
