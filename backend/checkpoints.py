@@ -167,3 +167,38 @@ def marker_callback():
             return control
 
     return CompleteMarker()
+
+
+def keep_trained_dtypes(model):
+    """A TrainerCallback that gives the trained parameters back the dtype they had before a resume.
+
+    TRL's SFTTrainer casts a quantized model's LoRA weights to bf16 (the QLoRA paper's recipe), but
+    resuming loads the checkpoint's adapter through PEFT, which casts adapter weights to fp32; the
+    resumed run then trained fp32 weights (and fp32 Adam moments) where the uninterrupted run had
+    bf16 ones, and its losses drifted from the first step after the resume. The dtypes are taken
+    when the trainer is built and restored, with the optimizer's state, before the first step
+    (both round-trip exactly: the checkpoint holds the bf16 values).
+    """
+    import torch
+    from transformers import TrainerCallback
+
+    wanted = {name: p.dtype for name, p in model.named_parameters() if p.requires_grad}
+
+    class KeepTrainedDtypes(TrainerCallback):
+        done = False
+
+        def on_step_begin(self, args, state, control, model=None, optimizer=None, **kwargs):
+            if self.done or model is None:
+                return control
+            self.done = True
+            for name, p in model.named_parameters():
+                dtype = wanted.get(name) or wanted.get(name.removeprefix("module."))
+                if dtype is None or p.dtype == dtype:
+                    continue
+                p.data = p.data.to(dtype)
+                for key, value in (optimizer.state.get(p, {}) if optimizer is not None else {}).items():
+                    if torch.is_tensor(value) and value.is_floating_point() and key != "step":
+                        optimizer.state[p][key] = value.to(dtype)
+            return control
+
+    return KeepTrainedDtypes()

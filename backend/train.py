@@ -169,6 +169,7 @@ def train(plan: dict[str, Any], s: Settings, *, restart: bool = False) -> dict[s
         processing_class=tokenizer,
         callbacks=callbacks,
     )
+    trainer.add_callback(checkpoints.keep_trained_dtypes(trainer.model))  # QLoRA resume == uninterrupted
     if device["type"] == "cuda":
         torch.cuda.reset_peak_memory_stats()
 
