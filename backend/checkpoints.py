@@ -138,14 +138,18 @@ def set_aside(path: Path, why: str) -> Path:
     return dest
 
 
-def pick_resume(folder: Path) -> tuple[Path | None, list[dict[str, str]]]:
-    """The newest complete, undamaged checkpoint; damaged newer ones are set aside (returned)."""
+def pick_resume(folder: Path, *, move: bool = True) -> tuple[Path | None, list[dict[str, str]]]:
+    """The newest complete, undamaged checkpoint; damaged newer ones are set aside (returned).
+
+    ``move=False`` (the other ranks of a distributed run) picks the same one without touching files.
+    """
     moved: list[dict[str, str]] = []
     for p in reversed([p for p in checkpoints(folder) if is_complete(p)]):
         problem = damage(p)
         if problem is None:
             return p, moved
-        moved.append({"checkpoint": str(p), "moved_to": str(set_aside(p, "damaged")), "reason": problem})
+        moved.append({"checkpoint": str(p), "reason": problem,
+                      **({"moved_to": str(set_aside(p, "damaged"))} if move else {})})
     return None, moved
 
 

@@ -116,8 +116,7 @@ def train(plan: dict[str, Any], s: Settings, *, restart: bool = False) -> dict[s
     if changed:
         raise PlannerError(run_identity.refusal(str(out), changed))
     discarded = checkpoints.discard_incomplete(ckpt_dir) if main_process else []
-    resume, damaged = checkpoints.pick_resume(ckpt_dir) if main_process else \
-        (checkpoints.last_complete_checkpoint(ckpt_dir), [])
+    resume, damaged = checkpoints.pick_resume(ckpt_dir, move=main_process)
     earlier = {"loss": previous.get("train_loss") or [], "eval_loss": previous.get("eval_loss") or []}
     record = {
         "status": "running", "started": run_record.now(), "finished": None,

@@ -190,3 +190,23 @@ def test_the_watchdog_alone_ends_an_orphaned_trainer(tmp_path):
     parent.send_signal(signal.SIGKILL)
     parent.wait()
     wait_until(lambda: gone(child), 10, f"watched child {child} still running after its parent was killed")
+
+
+def test_plan_execute_on_a_held_folder_is_refused_before_confirmation(tmp_path, capsys, tiny_model):
+    from planner.cli import main
+    from tests.tiny import write_jsonl
+
+    out = tmp_path / "held"
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(HOLD), str(out)], env=env(), text=True,
+                              stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        data = write_jsonl(tmp_path / "d.jsonl", [{"text": "hello"}])
+        code = main([str(tiny_model), "--mode", "lora", "--no-pricing", "--execute", "--yes", "--dataset", str(data),
+                     "--output-dir", str(out)])
+        err = capsys.readouterr().err
+        assert code == 2 and err.startswith(f"error: {out} is in use by another run (pid {holder.pid} on ")
+        assert err.count("\n") == 1
+    finally:
+        holder.kill()
+        holder.wait()
