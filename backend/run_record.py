@@ -42,15 +42,14 @@ def losses(log_history: list[dict[str, Any]], key: str) -> list[dict[str, float]
 
 
 def merged(earlier: list[dict[str, Any]] | None, current: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The history so far plus the current process's entries: one per step, the latest value wins.
+    """The history so far plus the current process's entries; for a step both have, the current ones win.
 
     A resumed Trainer restores the log history of its checkpoint only; entries a crashed run logged
     after it (or the whole history, when it fell back to an older checkpoint) stay in run.json until
     retrained, so the record is only ever extended, never reset.
     """
-    by_step = {e["step"]: e for e in earlier or []}
-    by_step.update({e["step"]: e for e in current})
-    return [by_step[k] for k in sorted(by_step)]
+    steps = {e["step"] for e in current}  # a step may hold two entries (the last save's eval, the final eval)
+    return sorted([e for e in earlier or [] if e["step"] not in steps] + list(current), key=lambda e: e["step"])
 
 
 def failure_reason(exc: BaseException) -> str:

@@ -128,3 +128,14 @@ def test_damaged_newest_checkpoint_falls_back_and_the_run_completes_with_its_his
     assert [e["step"] for e in record["train_loss"]] == list(range(1, STEPS + 1))
     upto = checkpoints.checkpoint_step(previous)
     assert record["train_loss"][:upto] == [e for e in crashed["train_loss"] if e["step"] <= upto]
+
+
+def test_history_merge_keeps_earlier_steps_and_lets_the_current_run_win():
+    from backend.run_record import merged
+
+    earlier = [{"step": 1, "loss": 3.0}, {"step": 2, "loss": 2.0}, {"step": 3, "loss": 1.0}]
+    # a fallback to step 1: step 2 retrained (new value); the final eval and the save's eval share step 2
+    current = [{"step": 1, "loss": 3.0}, {"step": 2, "loss": 2.5}, {"step": 2, "loss": 2.4}]
+    assert merged(earlier, current) == [{"step": 1, "loss": 3.0}, {"step": 2, "loss": 2.5}, {"step": 2, "loss": 2.4},
+                                        {"step": 3, "loss": 1.0}]
+    assert merged(None, current) == current and merged(earlier, []) == earlier
