@@ -22,7 +22,7 @@ from planner.breakdown import GIB
 from planner.errors import PlannerError
 from planner.plan import Machine, Plan, Strategy
 
-from . import run_record
+from . import lifeline, run_record, runlock
 from .data import count_tokens, load_training_data
 from .execute import ExecuteOptions, default_output_dir, training_plan
 
@@ -74,6 +74,9 @@ def local_strategy(est: Any, gpu: dict[str, Any], force: bool) -> tuple[Machine,
 
 def check_output_dir(out: Path) -> str | None:
     """A completed run is not trained again; an unfinished one is resumed. Returns a note."""
+    holder = runlock.busy(out)  # issue 13: another live run owns the folder
+    if holder is not None:
+        raise PlannerError(runlock.refusal(out, holder))
     previous = run_record.read(out)
     if previous is None:
         return None
@@ -153,6 +156,7 @@ def launch(plan_path: Path) -> int:
     root = str(Path(__file__).resolve().parent.parent)  # so -m backend.train imports this checkout
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    env, dies_with_us = lifeline.child_env(env), lifeline.preexec(os.getpid())  # kill -9 of plan ends it
     cmd = [sys.executable, "-m", "backend.train", "--plan", str(plan_path)]
     try:
         try:
@@ -160,9 +164,10 @@ def launch(plan_path: Path) -> int:
         except (OSError, ValueError, io.UnsupportedOperation):
             fd = None
         if fd is not None:
-            return subprocess.run(cmd, env=env, stdout=fd, check=False).returncode
+            return subprocess.run(cmd, env=env, stdout=fd, check=False, preexec_fn=dies_with_us).returncode
         # stderr is not a real file (captured, e.g. under pytest): forward the child's output
-        with subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
+        with subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              preexec_fn=dies_with_us) as proc:
             for line in proc.stdout:
                 sys.stderr.write(line)
             return proc.wait()

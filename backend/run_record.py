@@ -39,3 +39,37 @@ def write(output_dir: Path, record: dict[str, Any]) -> None:
 def losses(log_history: list[dict[str, Any]], key: str) -> list[dict[str, float]]:
     """[{step, <key>}] from the Trainer's log history (which a resume restores from the checkpoint)."""
     return [{"step": e["step"], key: e[key]} for e in log_history if key in e and "step" in e]
+
+
+def merged(earlier: list[dict[str, Any]] | None, current: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The history so far plus the current process's entries; for a step both have, the current ones win.
+
+    A resumed Trainer restores the log history of its checkpoint only; entries a crashed run logged
+    after it (or the whole history, when it fell back to an older checkpoint) stay in run.json until
+    retrained, so the record is only ever extended, never reset.
+    """
+    steps = {e["step"] for e in current}  # a step may hold two entries (the last save's eval, the final eval)
+    return sorted([e for e in earlier or [] if e["step"] not in steps] + list(current), key=lambda e: e["step"])
+
+
+def failure_reason(exc: BaseException) -> str:
+    """One line for run.json's ``reason``."""
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted (Ctrl-C)"
+    if isinstance(exc, SystemExit):
+        return f"terminated (exit {exc.code}: SIGTERM, e.g. the launching process died)"
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return text if type(exc).__name__ == "PlannerError" else f"{type(exc).__name__}: {text}".rstrip(": ")
+
+
+def mark_failed(output_dir: Path, exc: BaseException) -> None:
+    """Record a failure at any stage: status failed, the reason, the time (creating run.json if none)."""
+    record = read(output_dir) or {"status": "running", "global_step": 0, "train_loss": []}
+    if record.get("status") == "completed":
+        return  # a finished run stays finished; only this attempt failed
+    record.update(status="failed", reason=failure_reason(exc), finished=now())
+    try:
+        Path(output_dir).mkdir(parents=True, exist_ok=True)
+        write(output_dir, record)
+    except OSError:
+        pass  # an unwritable folder: the error itself is reported by the caller

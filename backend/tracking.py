@@ -5,15 +5,30 @@ in ``mlartifacts/``), so nothing needs a server: ``mlflow ui --backend-store-uri
 sqlite:///OUT/mlflow.db`` shows it. ``MLFLOW_TRACKING_URI`` points it anywhere else (an MLflow
 server, a SageMaker-managed one through the sagemaker-mlflow plugin). A resumed run continues the
 same MLflow run. MLflow is imported only here, inside the functions.
+
+Tracking is not the job: a server that cannot be reached (or fails later) gives one warning and
+the run continues untracked, its metrics still in run.json. Requests are bounded
+(``MLFLOW_HTTP_REQUEST_TIMEOUT`` 10 s, ``MLFLOW_HTTP_REQUEST_MAX_RETRIES`` 2 unless set), so a dead
+server costs seconds, not MLflow's default minutes of retries. A URI is only ever shown or stored
+with its credentials masked (``https://***@host``).
 """
 from __future__ import annotations
 
 import os
+import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 DEFAULT_EXPERIMENT = "plan"
+BOUNDS = {"MLFLOW_HTTP_REQUEST_TIMEOUT": "10", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2"}
+_USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
+
+
+def mask(text: str) -> str:
+    """Credentials in any URI inside ``text`` masked: scheme://user:pass@host -> scheme://***@host."""
+    return _USERINFO.sub("***@", str(text))
 
 
 def default_tracking_uri(output_dir: Path) -> str:
@@ -41,8 +56,27 @@ class Tracker:
     tracking_uri: str
     experiment: str
     run_id: str | None = None
+    failed: str | None = None  # why tracking stopped (then every call is a no-op)
 
-    def start(self, output_dir: Path, run_name: str, params: dict[str, Any]) -> str:
+    def _fault(self, what: str, exc: BaseException) -> None:
+        """Stop tracking with one warning; the training goes on."""
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        self.failed = mask(f"{what}: {first}")
+        print(f"warning: MLflow tracking at {mask(self.tracking_uri)} failed ({self.failed}); "
+              "training continues untracked, metrics are in run.json", file=sys.stderr)
+
+    def start(self, output_dir: Path, run_name: str, params: dict[str, Any]) -> str | None:
+        """The MLflow run id, or None (one warning) when the tracking server cannot be used."""
+        for k, v in BOUNDS.items():
+            os.environ.setdefault(k, v)
+        try:
+            return self._start(output_dir, run_name, params)
+        except Exception as exc:  # any MLflow or network fault: tracking is not the job
+            self._fault("cannot start the run", exc)
+            self.run_id = None
+            return None
+
+    def _start(self, output_dir: Path, run_name: str, params: dict[str, Any]) -> str:
         import mlflow
 
         mlflow.set_tracking_uri(self.tracking_uri)
@@ -74,18 +108,24 @@ class Tracker:
         now = int(time.time() * 1000)
         items = [Metric(k, float(v), now, step) for k, v in metrics.items()
                  if isinstance(v, (int, float)) and not isinstance(v, bool)]
-        if items and self.run_id:
-            mlflow.MlflowClient(self.tracking_uri).log_batch(self.run_id, metrics=items)
+        if items and self.run_id and not self.failed:
+            try:
+                mlflow.MlflowClient(self.tracking_uri).log_batch(self.run_id, metrics=items)
+            except Exception as exc:
+                self._fault("cannot log metrics", exc)
 
     def finish(self, plan: dict[str, Any], run_record: dict[str, Any], status: str) -> None:
         import mlflow
 
-        if not self.run_id:
+        if not self.run_id or self.failed:
             return
-        client = mlflow.MlflowClient(self.tracking_uri)
-        client.log_dict(self.run_id, plan, "plan.json")
-        client.log_dict(self.run_id, run_record, "run.json")
-        client.set_terminated(self.run_id, status={"completed": "FINISHED", "failed": "FAILED"}.get(status, "KILLED"))
+        try:
+            client = mlflow.MlflowClient(self.tracking_uri)
+            client.log_dict(self.run_id, plan, "plan.json")
+            client.log_dict(self.run_id, run_record, "run.json")
+            client.set_terminated(self.run_id, status={"completed": "FINISHED", "failed": "FAILED"}.get(status, "KILLED"))
+        except Exception as exc:
+            self._fault("cannot finish the run", exc)
 
     def callback(self):
         """A TrainerCallback that logs every logged step's metrics (loss, eval_loss, lr...)."""

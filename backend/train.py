@@ -23,7 +23,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a file (SageMaker runs source_dir/backend/train.py)
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from backend import checkpoints, run_record  # noqa: E402
+from backend import checkpoints, lifeline, run_identity, run_record, runlock  # noqa: E402
 from backend.data import count_tokens, load_training_data  # noqa: E402
 from backend.recipes import Recipe, recipe_for  # noqa: E402
 from planner.errors import PlannerError  # noqa: E402
@@ -33,7 +33,7 @@ OPTIM = {"adamw": "adamw_torch", "adamw-8bit": "adamw_bnb_8bit", "paged-adamw-8b
 
 
 # -- the recipe, top to bottom -------------------------------------------------------------------
-def train(plan: Plan) -> dict[str, Any]:
+def train(plan: Plan, *, restart: bool = False) -> dict[str, Any]:
     """Run the job the plan describes; return the final run record (also in OUT/run.json).
 
     Under torchrun/accelerate every process runs this; only rank 0 writes files and tracks.
@@ -56,13 +56,26 @@ def train(plan: Plan) -> dict[str, Any]:
     if device["type"] == "cpu" and main_process:
         print("note: no CUDA GPU: training on the CPU (slow); measured memory will be null", file=sys.stderr)
 
-    # 2. resume point and run record
+    # 2. resume point and run record (issue 13: same identity, damaged checkpoints set aside, history kept)
+    ident = run_identity.identity(job.to_dict(), model=s.model, learning_rate=s.learning_rate or recipe.learning_rate,
+                                  seed=s.seed, eval_fraction=s.eval_fraction, data=data.to_dict())
+    set_aside: list[str] = []
+    if restart and main_process:
+        set_aside = checkpoints.set_aside_all(ckpt_dir, "restart")
+        if (out / run_record.FILE).exists():
+            set_aside.append(str(checkpoints.set_aside(out / run_record.FILE, "restart")))
     previous = run_record.read(out) or {}
+    changed = run_identity.changes(previous.get("identity"), ident)
+    if changed:
+        raise PlannerError(run_identity.refusal(str(out), changed))
     discarded = checkpoints.discard_incomplete(ckpt_dir) if main_process else []
-    resume = checkpoints.last_complete_checkpoint(ckpt_dir)
+    resume, damaged = checkpoints.pick_resume(ckpt_dir, move=main_process)
+    earlier = {"loss": previous.get("train_loss") or [], "eval_loss": previous.get("eval_loss") or []}
     record = {
-        "status": "running", "started": run_record.now(), "finished": None, "global_step": 0,
-        "train_loss": [], "eval_loss": [] if data.eval else None,
+        "status": "running", "started": run_record.now(), "finished": None,
+        "global_step": previous.get("global_step", 0), "identity": ident,
+        "train_loss": earlier["loss"], "eval_loss": earlier["eval_loss"] if data.eval else None,
+        "set_aside_checkpoints": [*previous.get("set_aside_checkpoints", []), *damaged],
         "predicted_peak_allocated_bytes": plan.memory.get("peak_allocated_bytes"),
         "measured_peak_allocated_bytes": None, "device": device,
         # the strategy launched and the per-GPU figure pricing fitted for it (one GPU: the plan's total)
@@ -73,6 +86,8 @@ def train(plan: Plan) -> dict[str, Any]:
         "data": data.to_dict(), "mlflow": previous.get("mlflow"), "adapter": None, "notes": [],
         "plan": plan.to_dict(),
     }
+    if restart and set_aside:
+        record["notes"].append(f"--restart: moved {len(set_aside)} checkpoint(s)/record(s) aside, not deleted")
     if resume is None and previous.get("status") == "running":
         record["notes"].append("a previous run left no complete checkpoint: started from step 0")
     write(out, record)
@@ -94,7 +109,7 @@ def train(plan: Plan) -> dict[str, Any]:
     from datasets import Dataset
     from trl import SFTTrainer
 
-    callbacks = [checkpoints.marker_callback(), record_callback(out, record, write)]
+    callbacks = [checkpoints.marker_callback(), record_callback(out, record, write, earlier)]
     if tracker is not None:
         callbacks.append(tracker.callback())
     trainer = SFTTrainer(
@@ -105,6 +120,7 @@ def train(plan: Plan) -> dict[str, Any]:
         processing_class=tokenizer,
         callbacks=callbacks,
     )
+    trainer.add_callback(checkpoints.keep_trained_dtypes(trainer.model))  # QLoRA resume == uninterrupted
     if device["type"] == "cuda":
         torch.cuda.reset_peak_memory_stats()
 
@@ -117,8 +133,9 @@ def train(plan: Plan) -> dict[str, Any]:
         status = "completed"
     finally:
         record.update(status=status, finished=run_record.now(), global_step=trainer.state.global_step,
-                      train_loss=run_record.losses(trainer.state.log_history, "loss"),
-                      eval_loss=run_record.losses(trainer.state.log_history, "eval_loss") if data.eval else None)
+                      train_loss=run_record.merged(earlier["loss"], run_record.losses(trainer.state.log_history, "loss")),
+                      eval_loss=run_record.merged(earlier["eval_loss"], run_record.losses(
+                          trainer.state.log_history, "eval_loss")) if data.eval else None)
         if device["type"] == "cuda":
             record["measured_peak_allocated_bytes"] = int(torch.cuda.max_memory_allocated())
         if status != "completed":
@@ -224,7 +241,7 @@ def sft_config(s: RunSettings, recipe: Recipe, job, ckpt_dir: Path, compute_dtyp
     )
 
 
-def record_callback(out: Path, record: dict[str, Any], write):
+def record_callback(out: Path, record: dict[str, Any], write, earlier: dict[str, list] | None = None):
     """Keep run.json current at every log, so a crash still leaves the losses so far."""
     from transformers import TrainerCallback
 
@@ -236,10 +253,12 @@ def record_callback(out: Path, record: dict[str, Any], write):
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             if state.is_world_process_zero:
+                before = earlier or {}
                 record.update(global_step=state.global_step,
-                              train_loss=run_record.losses(state.log_history, "loss"))
+                              train_loss=run_record.merged(before.get("loss"), run_record.losses(state.log_history, "loss")))
                 if record.get("eval_loss") is not None:
-                    record["eval_loss"] = run_record.losses(state.log_history, "eval_loss")
+                    record["eval_loss"] = run_record.merged(before.get("eval_loss"),
+                                                            run_record.losses(state.log_history, "eval_loss"))
                 write(out, record)
             return control
 
@@ -250,7 +269,7 @@ def start_tracking(s: RunSettings, out: Path, plan: Plan, record: dict[str, Any]
     """Start (or, after a crash, continue) the MLflow run; None when tracking is off or missing."""
     if not s.track:
         return None
-    from backend.tracking import DEFAULT_EXPERIMENT, Tracker, default_tracking_uri, mlflow_available
+    from backend.tracking import DEFAULT_EXPERIMENT, Tracker, default_tracking_uri, mask, mlflow_available
 
     if not mlflow_available():
         print("warning: mlflow is not installed: no experiment tracking (pip install '.[train]')", file=sys.stderr)
@@ -258,12 +277,13 @@ def start_tracking(s: RunSettings, out: Path, plan: Plan, record: dict[str, Any]
     prev = record.get("mlflow") or {}
     uri = default_tracking_uri(out)
     experiment = s.experiment or DEFAULT_EXPERIMENT
-    same = prev.get("tracking_uri") == uri and prev.get("experiment") == experiment
+    same = prev.get("tracking_uri") == mask(uri) and prev.get("experiment") == experiment
     tracker = Tracker(uri, experiment, run_id=prev.get("run_id") if same else None)
     params = {"job": plan.job.to_dict(), "training": s.to_dict(),
               "predicted_peak_allocated_bytes": record["predicted_peak_allocated_bytes"]}
-    tracker.start(out, run_name=out.name, params=params)
-    record["mlflow"] = {"tracking_uri": uri, "experiment": experiment, "run_id": tracker.run_id}
+    if tracker.start(out, run_name=out.name, params=params) is None:
+        return None  # one warning was printed; the run goes on untracked (issue 13)
+    record["mlflow"] = {"tracking_uri": mask(uri), "experiment": experiment, "run_id": tracker.run_id}
     run_record.write(out, record)
     return tracker
 
@@ -300,6 +320,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-register", dest="register", action="store_false", default=None,
                    help="do not add the adapter to the local adapter store")
     p.add_argument("--no-track", dest="track", action="store_false", default=None, help="no MLflow")
+    p.add_argument("--restart", action="store_true", help="start over: move the folder's checkpoints and "
+                   "run.json aside (not deleted) instead of resuming")
     return p.parse_args(argv)
 
 
@@ -315,17 +337,38 @@ def read_plan(path: str | os.PathLike[str], **overrides: Any) -> Plan:
     return plan
 
 
+def run_owned(plan: Plan, *, restart: bool = False) -> dict[str, Any]:
+    """``train`` holding the folder's lock (rank 0); any failure is recorded in run.json as failed."""
+    out = Path(plan.training.output_dir)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return train(plan, restart=restart)
+    with runlock.RunLock(out):
+        try:
+            return train(plan, restart=restart)
+        except BaseException as exc:
+            run_record.mark_failed(out, exc)
+            raise
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    overrides = {k: v for k, v in vars(args).items() if k != "plan"}
+    overrides = {k: v for k, v in vars(args).items() if k not in ("plan", "restart")}
+    lifeline.terminate_on_sigterm()  # issue 13: SIGTERM (e.g. the parent died) records `failed`
+    lifeline.watch_parent()
     try:
         plan = read_plan(args.plan, **overrides)
-        record = train(plan)
+        record = run_owned(plan, restart=args.restart)
     except PlannerError as exc:
         if os.environ.get("PLAN_DEBUG"):
             raise
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:  # a fault in training: recorded in run.json, one line here
+        if os.environ.get("PLAN_DEBUG"):
+            raise
+        print(f"error: training failed: {run_record.failure_reason(exc)} (PLAN_DEBUG=1 shows the traceback)",
+              file=sys.stderr)
+        return 1
     last = record["train_loss"][-1]["loss"] if record["train_loss"] else None
     print(f"done: {record['global_step']} steps, last train loss {last}, output in {plan.training.output_dir}"
           + (f", adapter '{record['adapter']}' stored" if record.get("adapter") else ""), file=sys.stderr)
