@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from .errors import PlannerError
 from .job import Job
-from .params import ParamCounts, linear_shapes
+from .params import ParamCounts, decoder_linears, linear_shapes
 from .spec import ModelSpec
 
 BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
@@ -42,10 +42,12 @@ class WeightBytes:
 
 
 def quantizable_params(spec: ModelSpec, params: ParamCounts) -> tuple[int, int]:
-    """(parameters in decoder-layer linear weights, number of such tensors)."""
-    shapes = linear_shapes(spec)
-    per_layer = sum(i * o for _, i, o in shapes)
-    return per_layer * spec.num_hidden_layers, len(shapes) * spec.num_hidden_layers
+    """(parameters in decoder-layer linear weights, number of such tensors).
+
+    bitsandbytes replaces ``nn.Linear`` modules only: fused 3D expert parameters (transformers 5
+    MoE) and routers stay in 16-bit (seen on real 4-bit loads, tests/planner/test_mechanisms_cpu.py)."""
+    n, tensors, _ = decoder_linears(spec)
+    return n, tensors
 
 
 def weight_bytes(spec: ModelSpec, params: ParamCounts, precision: str, *, upcast_unquantized: bool = False,
@@ -66,7 +68,7 @@ def weight_bytes(spec: ModelSpec, params: ParamCounts, precision: str, *, upcast
             q = n_q // 2 + n_q // NF4_BLOCK * 4 + n_tensors * PER_QUANT_TENSOR_BYTES
             how = "n/2 (NF4) + n/64 x 4 (fp32 absmax)"
     elif precision == "int8":
-        rows = sum(o for _, _, o in linear_shapes(spec)) * spec.num_hidden_layers
+        rows = decoder_linears(spec)[2]
         q = n_q + rows * 4
         how = "n x 1 (int8) + 4 B per output row (fp32 scale)"
     else:
