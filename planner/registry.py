@@ -22,12 +22,23 @@ MODELS_DIR = Path(__file__).parent / "models"
 @lru_cache(maxsize=1)
 def _shipped() -> dict[str, dict[str, Any]]:
     """Every shipped model file, keyed by each lower-cased name it answers to."""
-    index: dict[str, dict[str, Any]] = {}
+    return {key: doc for key, (doc, _) in _index().items()}
+
+
+@lru_cache(maxsize=1)
+def _index() -> dict[str, tuple[dict[str, Any], str | None]]:
+    """Lower-cased name -> (model file, the variant's Hub id when the name is a variant's).
+
+    A file's ``variants`` are the instruct/chat (or base) checkpoints published with the same
+    architecture: they resolve to the file's shapes under their own id."""
+    index: dict[str, tuple[dict[str, Any], str | None]] = {}
     for path in sorted(MODELS_DIR.glob("*.json")):
         doc = json.loads(path.read_text())
-        keys = {doc["name"], doc["hf_id"], doc["hf_id"].split("/")[-1], *doc["aliases"]}
-        for key in keys:
-            index[key.lower()] = doc
+        for variant in doc.get("variants", []):
+            for key in (variant, variant.split("/")[-1]):
+                index[key.lower()] = (doc, variant)
+        for key in {doc["name"], doc["hf_id"], doc["hf_id"].split("/")[-1], *doc["aliases"]}:
+            index[key.lower()] = (doc, None)
     return index
 
 
@@ -40,9 +51,13 @@ def shipped_models() -> list[ModelSpec]:
     return sorted(seen.values(), key=lambda s: (s.aliases[0] if s.aliases else s.name))
 
 
-def _from_doc(doc: dict[str, Any]) -> ModelSpec:
-    return spec_from_config(doc["config"], name=doc["name"], hf_id=doc["hf_id"],
-                            source=doc["source"], aliases=tuple(doc["aliases"]))
+def _from_doc(doc: dict[str, Any], variant: str | None = None) -> ModelSpec:
+    notes = tuple(doc.get("notes", ()))
+    if variant:
+        notes = (f"{variant}: shapes of {doc['hf_id']} ({doc.get('variants_note', 'same architecture')})", *notes)
+    return spec_from_config(doc["config"], name=variant.split("/")[-1] if variant else doc["name"],
+                            hf_id=variant or doc["hf_id"], source=doc["source"], aliases=tuple(doc["aliases"]),
+                            confidence=doc.get("confidence"), notes=notes)
 
 
 def _read_json(path: Path) -> Any:
@@ -104,9 +119,9 @@ def resolve(name: str) -> ModelSpec:
     """Turn what the user typed into a ModelSpec, or raise PlannerError with suggestions."""
     if not name or not name.strip():
         raise PlannerError("no model given; `plan models` lists the shipped ones")
-    doc = _shipped().get(name.strip().lower())
-    if doc is not None:
-        return _from_doc(doc)
+    hit = _index().get(name.strip().lower())
+    if hit is not None:
+        return _from_doc(*hit)
     if _looks_like_path(name):
         return load_local(name)
     if "/" in name and not os.environ.get("HF_HUB_OFFLINE"):

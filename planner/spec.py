@@ -49,6 +49,10 @@ class ModelSpec:
     hf_id: str | None = None
     source: str | None = None
     aliases: tuple[str, ...] = ()
+    # How far the shipped config.json values can be trusted ("exact copy", "second-hand", "partial ...")
+    # and what is known about them; None/() for configs the user gave.
+    confidence: str | None = None
+    notes: tuple[str, ...] = field(default=(), compare=False)
     config: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def get(self, key: str, default: Any = None) -> Any:
@@ -91,6 +95,8 @@ class ModelSpec:
             "num_local_experts": self.num_local_experts,
             "num_experts_per_tok": self.num_experts_per_tok,
             "sliding_window": self.sliding_window,
+            "confidence": self.confidence,
+            "notes": list(self.notes),
         }
 
 
@@ -98,7 +104,8 @@ _REQUIRED = ("hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_s
 
 
 def spec_from_config(config: Mapping[str, Any], *, name: str, hf_id: str | None = None,
-                     source: str | None = None, aliases: tuple[str, ...] = ()) -> ModelSpec:
+                     source: str | None = None, aliases: tuple[str, ...] = (), confidence: str | None = None,
+                     notes: tuple[str, ...] = ()) -> ModelSpec:
     """Build a ModelSpec from config.json values, with the defaults transformers applies.
 
     Raises PlannerError naming the missing or malformed field.
@@ -172,6 +179,8 @@ def spec_from_config(config: Mapping[str, Any], *, name: str, hf_id: str | None 
         hf_id=hf_id,
         source=source,
         aliases=aliases,
+        confidence=confidence,
+        notes=tuple(notes),
         config=cfg,
     )
 
