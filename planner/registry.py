@@ -97,22 +97,32 @@ def suggestions(name: str, n: int = 3) -> list[str]:
     return hits
 
 
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
 def _fetch_from_hub(repo_id: str) -> ModelSpec:
-    """Download (or read from the local HF cache) a Hub model's config.json."""
+    """Download a Hub model's config.json once (huggingface_hub keeps it in its cache, so later
+    runs, online or offline, read that copy); offline, only the cache is read."""
+    url = f"https://huggingface.co/{repo_id}/blob/main/config.json"
     try:
         from huggingface_hub import hf_hub_download
     except ImportError:
-        raise PlannerError(f"'{repo_id}' is not a shipped model; install huggingface_hub "
-                           "(pip install '.[hub]') to read its config from the Hub, or pass a config.json path") from None
+        raise PlannerError(f"'{repo_id}' is not a shipped model; install the hub extra (pip install '.[hub]') "
+                           f"to read its config.json from the Hub, or download {url} and pass its path") from None
+    offline = _offline()
     try:
-        path = hf_hub_download(repo_id, "config.json")
-    except Exception as exc:  # the hub client raises many types: network, auth, not found
+        path = hf_hub_download(repo_id, "config.json", local_files_only=offline,
+                               cache_dir=os.environ.get("HF_HUB_CACHE") or None)
+    except Exception as exc:  # the hub client raises many types: network, auth, not found, not cached
+        if offline:
+            raise PlannerError(f"'{repo_id}' is not shipped and its config.json is not in the local Hugging Face "
+                               "cache (HF_HUB_OFFLINE is set); run once online with the hub extra "
+                               f"(pip install '.[hub]') to cache it, or download {url} and pass its path") from None
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise PlannerError(f"cannot fetch config.json for '{repo_id}' from the Hugging Face Hub ({reason}); "
-                           "offline? pass a local config.json or model directory instead") from None
-    spec = spec_from_config(_read_json(Path(path)), name=repo_id, hf_id=repo_id,
-                            source=f"https://huggingface.co/{repo_id}/blob/main/config.json")
-    return spec
+                           f"offline? download {url} and pass its path, or a local model directory") from None
+    return spec_from_config(_read_json(Path(path)), name=repo_id, hf_id=repo_id, source=url)
 
 
 def resolve(name: str) -> ModelSpec:
@@ -124,7 +134,7 @@ def resolve(name: str) -> ModelSpec:
         return _from_doc(*hit)
     if _looks_like_path(name):
         return load_local(name)
-    if "/" in name and not os.environ.get("HF_HUB_OFFLINE"):
+    if "/" in name and name.count("/") == 1:
         return _fetch_from_hub(name)
     hint = suggestions(name)
     did_you_mean = f"; did you mean {' or '.join(hint)}?" if hint else ""

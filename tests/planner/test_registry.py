@@ -63,10 +63,27 @@ def test_missing_path():
         resolve("./nope/config.json")
 
 
-def test_hub_id_offline_is_a_clear_error(monkeypatch):
+def test_hub_id_offline_is_a_clear_error(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(PlannerError, match="unknown model"):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    with pytest.raises(PlannerError, match=r"not in the local Hugging Face cache.*pip install '\.\[hub\]'.*"
+                                           r"https://huggingface.co/someone/some-model/blob/main/config.json"):
         resolve("someone/some-model")
+
+
+def test_hub_id_offline_reads_the_cache(monkeypatch, tmp_path):
+    """A config.json fetched once sits in huggingface_hub's cache layout; offline, it is read from there."""
+    pytest.importorskip("huggingface_hub")
+    cfg = json.loads((MODELS_DIR / "qwen3-0.6b.json").read_text())["config"]
+    snap = tmp_path / "models--someone--tiny-qwen3" / "snapshots" / ("a" * 40)
+    snap.mkdir(parents=True)
+    (snap / "config.json").write_text(json.dumps(cfg))
+    (tmp_path / "models--someone--tiny-qwen3" / "refs").mkdir()
+    (tmp_path / "models--someone--tiny-qwen3" / "refs" / "main").write_text("a" * 40)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    spec = resolve("someone/tiny-qwen3")
+    assert (spec.hf_id, spec.model_type, spec.head_dim) == ("someone/tiny-qwen3", "qwen3", 128)
 
 
 # The 2026 models (shared/reference/model_configs_2026): alias, Hub id, variant.
