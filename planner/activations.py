@@ -140,7 +140,8 @@ def lora_saved(spec: ModelSpec, job: Job, rec: Recipe) -> int:
     lora_A saves the fp32 cast of the input: a fresh copy per module when the input is 16-bit, the
     input itself (shared by q/k/v, and by gate/up) when it already is fp32 (QLoRA's residual stream).
     """
-    targets = lora_targets(spec, job)
+    # LoRA on fused experts (PEFT ParamWrapper) sees routed tokens only; not modelled here (docs/memory-model.md)
+    targets = tuple(t for t in lora_targets(spec, job) if not t[0].startswith("experts.") and t[0] != "gate")
     if job.lora_dropout > 0:
         return sum(5 * n_in for _, n_in, _ in targets)
     if rec.residual != 4:

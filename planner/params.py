@@ -218,6 +218,33 @@ def linear_shapes(spec: ModelSpec) -> tuple[tuple[str, int, int], ...]:
     return tuple(out)
 
 
+# Fused expert parameters that PEFT (0.21, with transformers 5.24) wraps in a LoRA ``ParamWrapper``
+# when asked for ``all-linear``, per architecture; gpt-oss's experts (biased, [E, in, out] layout)
+# and Llama 4's are left alone. Seen with real PEFT on tiny models (tests/planner/test_params_meta.py).
+_PEFT_WRAPS_EXPERTS = ("mixtral", "qwen3_moe", "deepseek_v2", "deepseek_v3")
+
+
+def peft_all_linear(spec: ModelSpec) -> tuple[tuple[str, int, int], ...]:
+    """(name, in, out) per LoRA pair that ``target_modules="all-linear"`` creates in one (routed) layer.
+
+    Every ``nn.Linear`` (Llama 4's router is one); for the architectures in ``_PEFT_WRAPS_EXPERTS``
+    also the router weight (r x (hidden + E)) and the fused experts (but not DeepSeek's shared experts): ``down_proj`` gets rank r per
+    expert, ``gate_up_proj`` rank 2r per expert (PEFT's ParamWrapper: A is (E*r, in), B (out, E*r)),
+    written here as E and 2E pairs so that r x (in + out) per pair adds up."""
+    out: list[tuple[str, int, int]] = []
+    wraps = spec.model_type in _PEFT_WRAPS_EXPERTS
+    for t in layer_tensors(spec, _representative_layer(spec)):
+        if t.name.startswith("shared_experts.") and wraps:
+            continue  # DeepSeek's shared experts get no LoRA under all-linear (seen with PEFT 0.21.2)
+        if t.kind == "linear" and t.shape:
+            out.append((t.name, *t.shape))
+        elif wraps and t.kind == "experts":
+            out += [(t.name, *t.shape)] * (t.count * (2 if t.name.endswith("gate_up_proj") else 1))
+        elif wraps and t.group == "router" and t.kind == "param":
+            out.append(("gate", spec.hidden_size, spec.num_local_experts))
+    return tuple(out)
+
+
 def decoder_linears(spec: ModelSpec) -> tuple[int, int, int]:
     """(weights, tensors, output rows) of every ``nn.Linear`` in all decoder layers: what
     bitsandbytes quantizes (it replaces nn.Linear modules only)."""

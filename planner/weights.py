@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from .errors import PlannerError
 from .job import Job
-from .params import ParamCounts, decoder_linears, linear_shapes
+from .params import ParamCounts, decoder_linears, linear_shapes, peft_all_linear
 from .spec import ModelSpec
 
 BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
@@ -80,10 +80,7 @@ def weight_bytes(spec: ModelSpec, params: ParamCounts, precision: str, *, upcast
 
 def lora_targets(spec: ModelSpec, job: Job) -> tuple[tuple[str, int, int], ...]:
     """The (name, in, out) linears of one layer that LoRA wraps."""
-    shapes = linear_shapes(spec)
-    if spec.model_type == "mixtral":
-        # transformers 5 keeps experts as fused 3D parameters, which 'all-linear' does not match.
-        shapes = tuple(s for s in shapes if s[0] in ("q_proj", "k_proj", "v_proj", "o_proj"))
+    shapes = peft_all_linear(spec)
     wanted = job.target_modules
     if wanted is None:
         return shapes

@@ -126,3 +126,30 @@ def test_meta_fallback_agrees_with_formula_on_moe():
     a, b = count_params(spec), _count_on_meta_device(spec)
     assert {g: getattr(a, g) for g in GROUPS} == {g: getattr(b, g) for g in GROUPS}
     assert a.active == b.active < a.total
+
+
+@pytest.mark.parametrize("model_type, extra", [
+    ("qwen3_moe", {"num_experts": 3, "num_experts_per_tok": 1, "moe_intermediate_size": 20}),
+    ("mixtral", {"num_local_experts": 3, "num_experts_per_tok": 2}),
+    ("gpt_oss", {"num_local_experts": 3, "num_experts_per_tok": 2}),
+    ("deepseek_v3", {"n_routed_experts": 3, "num_experts_per_tok": 2, "moe_intermediate_size": 20, "n_group": 1,
+                     "topk_group": 1, "first_k_dense_replace": 0, "q_lora_rank": 12, "kv_lora_rank": 16,
+                     "qk_nope_head_dim": 8, "qk_rope_head_dim": 4, "v_head_dim": 8, "num_key_value_heads": 4}),
+    ("llama4_text", {"num_local_experts": 3, "num_experts_per_tok": 1, "intermediate_size_mlp": 56,
+                     "attention_chunk_size": None}),
+    ("qwen3", {}),
+])
+def test_all_linear_trainable_params_equal_real_peft(model_type, extra):
+    """What PEFT's all-linear really wraps, fused 3D experts included, on a real tiny model."""
+    peft = pytest.importorskip("peft")
+    from planner import Job
+    from planner.weights import trainable_params
+    cfg = {"hidden_size": 48, "intermediate_size": 40, "num_hidden_layers": 2, "num_attention_heads": 4,
+           "num_key_value_heads": 2, "head_dim": 8, "vocab_size": 100, "pad_token_id": 0, **extra}
+    if model_type == "deepseek_v3":
+        cfg.pop("head_dim")
+    model = transformers.AutoModelForCausalLM.from_config(transformers.AutoConfig.for_model(model_type, **cfg))
+    model = peft.get_peft_model(model, peft.LoraConfig(r=2, target_modules="all-linear", task_type="CAUSAL_LM"))
+    real = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    spec = spec_from_config({"model_type": model_type, **cfg}, name="tiny")
+    assert trainable_params(spec, count_params(spec), Job(mode="lora", lora_r=2, seq_len=8)) == real
