@@ -55,7 +55,32 @@ def recipe(spec: ModelSpec, job: Job) -> Recipe:
 
 
 def _norms_per_layer(spec: ModelSpec) -> int:
-    return 4 if spec.model_type == "gemma2" else 2
+    return 4 if spec.model_type in ("gemma2", "gemma3_text") else 2
+
+
+def qk_norm_width(spec: ModelSpec) -> int:
+    """Features per token that q/k RMSNorms see (0 where there are none).
+
+    Qwen3, Qwen3-MoE and Gemma 3 normalise each head of q and k (``q_norm``/``k_norm`` over
+    head_dim), OLMo-2 the whole q and k projections; either way the norms read q_dim + kv_dim
+    values per token and, like every RMSNorm, save their fp32 upcast input for backward."""
+    return spec.q_dim + spec.kv_dim if spec.model_type in ("qwen3", "qwen3_moe", "gemma3_text", "olmo2") else 0
+
+
+def moe_widths(spec: ModelSpec) -> tuple[int, int]:
+    """(intermediate features a token passes through in routed experts, in shared experts/dense MLP).
+
+    A routed token visits top-k of E experts (``num_experts_per_tok``), each ``moe_intermediate_size``
+    wide; DeepSeek adds ``n_shared_experts`` x moe_intermediate_size and Llama 4 one shared expert of
+    intermediate_size that every token passes (modeling_deepseek_v3.DeepseekV3MoE, modeling_llama4.Llama4TextMoe)."""
+    if not spec.is_moe:
+        return 0, spec.intermediate_size
+    routed = spec.num_experts_per_tok * spec.moe_intermediate_size
+    if spec.model_type in ("deepseek_v2", "deepseek_v3"):
+        return routed, spec.moe_intermediate_size * int(spec.get("n_shared_experts") or 0)
+    if spec.model_type == "llama4_text":
+        return routed, spec.intermediate_size
+    return routed, 0
 
 
 def attention_saved(spec: ModelSpec, rec: Recipe, seq: int) -> int:
@@ -82,19 +107,22 @@ def layer_saved(spec: ModelSpec, job: Job, seq: int) -> int:
     h, q, i, r, c = spec.hidden_size, spec.q_dim, spec.intermediate_size, rec.residual, rec.compute
     # RMSNorm upcasts to fp32 and saves that input; with a trainable weight it also saves its output.
     norms = _norms_per_layer(spec) * (4 * h + (r * h if rec.base_trainable else 0))
+    qk = qk_norm_width(spec)
+    norms += 4 * qk + (c * qk if rec.base_trainable else 0)
     attn = attention_saved(spec, rec, seq)
     fused = spec.model_type == "phi3"
     # MLP: act(gate) saves gate; gate*up saves act and up (phi3: the fused gate_up output is kept whole).
-    mlp = (2 * c * i + c * i) if not fused else (2 * c * i + c * i)
+    mlp = 3 * c * i
     if spec.is_moe:
-        mlp = mlp * spec.num_experts_per_tok
+        routed, shared = moe_widths(spec)
+        mlp = 3 * c * (routed + shared)
     linears = 0
     if rec.base_trainable:
         # each linear saves its input. Under autocast (fp32 residual, bf16 compute) q, k, v and gate/up
         # each cast their own bf16 copy of the norm output; without autocast they share one tensor.
         autocast = rec.residual != rec.compute
         n_in_h = (3 if autocast and not fused else 1) + (2 if autocast and not fused else 1)
-        linears = c * (n_in_h * h + q + i * (spec.num_experts_per_tok if spec.is_moe else 1))
+        linears = c * (n_in_h * h + q + (sum(moe_widths(spec)) if spec.is_moe else i))
     if rec.lora:
         linears = lora_saved(spec, job, rec)
     return norms + attn + mlp + linears
@@ -112,7 +140,8 @@ def lora_saved(spec: ModelSpec, job: Job, rec: Recipe) -> int:
     lora_A saves the fp32 cast of the input: a fresh copy per module when the input is 16-bit, the
     input itself (shared by q/k/v, and by gate/up) when it already is fp32 (QLoRA's residual stream).
     """
-    targets = lora_targets(spec, job)
+    # LoRA on fused experts (PEFT ParamWrapper) sees routed tokens only; not modelled here (docs/memory-model.md)
+    targets = tuple(t for t in lora_targets(spec, job) if not t[0].startswith("experts.") and t[0] != "gate")
     if job.lora_dropout > 0:
         return sum(5 * n_in for _, n_in, _ in targets)
     if rec.residual != 4:
@@ -204,8 +233,8 @@ def prefill_peak(spec: ModelSpec, job: Job) -> int:
     mlp = (4 if spec.model_type == "phi3" else 3) * c * i
     if spec.is_moe:
         # routed tokens: each token visits top-k experts; intermediate buffers per routed token
-        mlp *= spec.num_experts_per_tok
-    hidden = (5 if spec.model_type == "gemma2" else 4) * c * h
+        mlp = 3 * c * sum(moe_widths(spec))
+    hidden = (5 if spec.model_type in ("gemma2", "gemma3_text") else 4) * c * h
     return hidden + mlp
 
 
@@ -226,16 +255,33 @@ def eager_prefill_attention(spec: ModelSpec, job: Job, seq: int) -> int:
 def kv_cache_bytes(spec: ModelSpec, seq: int, dtype_bytes: int) -> int:
     """Bytes of K and V for one sequence of ``seq`` tokens across all layers.
 
-    Sliding-window layers (Mistral, Gemma-2's alternate layers, Phi-3) keep at most the window
-    (transformers' DynamicSlidingWindowLayer).
+    Sliding-window layers keep at most the window (transformers' DynamicSlidingWindowLayer): all
+    layers of Mistral and Phi-3 when a window is set, Gemma-2's and gpt-oss's alternate layers, five
+    of every six in Gemma 3 (``layer_types``). DeepSeek's multi-head latent attention caches the
+    compressed latent, ``kv_lora_rank + qk_rope_head_dim`` values per token and layer, not K and V
+    (modeling_deepseek_v3: "cache read / write is performed while latent KV is still compressed").
     """
     per_layer_token = 2 * spec.kv_dim * dtype_bytes
+    if spec.model_type in ("deepseek_v2", "deepseek_v3"):
+        per_layer_token = (int(spec.get("kv_lora_rank")) + int(spec.get("qk_rope_head_dim"))) * dtype_bytes
     L = spec.num_hidden_layers
     if not spec.sliding_window or seq <= spec.sliding_window:
         return per_layer_token * L * seq
-    if spec.model_type == "gemma2":
-        sliding_layers = L // 2
-    else:
-        sliding_layers = L
+    sliding_layers = sum(sliding_layer_flags(spec))
     full_layers = L - sliding_layers
     return per_layer_token * (full_layers * seq + sliding_layers * spec.sliding_window)
+
+
+def sliding_layer_flags(spec: ModelSpec) -> list[bool]:
+    """Which layers attend within the sliding window: the config's ``layer_types`` where given,
+    else each modeling file's default pattern."""
+    L = spec.num_hidden_layers
+    types = spec.config.get("layer_types")
+    if types and len(types) == L:
+        return [t == "sliding_attention" for t in types]
+    if spec.model_type in ("gemma2", "gpt_oss"):  # sliding on even layers (configuration_gpt_oss.py)
+        return [(i + 1) % 2 == 1 for i in range(L)]
+    if spec.model_type == "gemma3_text":  # configuration_gemma3.py: sliding unless (i + 1) % pattern == 0
+        pattern = int(spec.get("sliding_window_pattern") or 6)
+        return [bool((i + 1) % pattern) for i in range(L)]
+    return [True] * L

@@ -57,8 +57,13 @@ def build_estimate(spec: ModelSpec, params: ParamCounts, job: Job) -> MemoryEsti
     slack = int(peak * ALLOCATOR_SLACK)
     n_train = trainable_params(spec, params, job)
     if spec.is_moe:
-        notes = notes + ("MoE: transformers 5 stores experts as fused 3D parameters; this estimate assumes "
-                         "they are quantized like linears in int4/int8 and not LoRA targets",)
+        notes = notes + ("MoE: transformers 5 stores experts as fused 3D parameters; bitsandbytes leaves them "
+                         "(and the router) in 16-bit, and PEFT's all-linear wraps them for Mixtral, Qwen3-MoE and "
+                         "DeepSeek but not gpt-oss or Llama 4; the activations of LoRA on experts are not modelled",)
+        if job.mode in ("lora", "qlora") and job.lora_dropout > 0 and job.target_modules is None \
+                and spec.model_type in ("mixtral", "qwen3_moe", "deepseek_v2", "deepseek_v3"):
+            notes = notes + ("PEFT refuses lora_dropout != 0 on fused experts (lora.ParamWrapper): this run needs "
+                             "--lora-dropout 0 or --lora-targets naming the attention/dense linears",)
     return MemoryEstimate(model=spec, params=params, job=job, trainable_params=n_train, terms=terms,
                           peak_allocated_bytes=peak, allocator_slack_bytes=slack, cuda_context_bytes=CUDA_CONTEXT,
                           total_bytes=peak + slack + CUDA_CONTEXT, phase=phase,

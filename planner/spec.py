@@ -1,12 +1,25 @@
 """What the planner needs to know about a model: the published config.json values, typed."""
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
 from typing import Any, Mapping
 
 from .errors import PlannerError
 
-SUPPORTED_ARCHITECTURES = ("llama", "mistral", "qwen2", "mixtral", "gemma2", "phi3")
+SUPPORTED_ARCHITECTURES = ("llama", "mistral", "qwen2", "mixtral", "gemma2", "phi3", "granite", "olmo2", "qwen3",
+                           "qwen3_moe", "gemma3_text", "gpt_oss", "deepseek_v2", "deepseek_v3", "llama4_text")
+# Multimodal wrappers whose language model sits under text_config with this model_type.
+_TEXT_PART = {"gemma3": "gemma3_text", "llama4": "llama4_text"}
+_DEFAULTS = Path(__file__).parent / "models" / "architectures" / "defaults.json"
+
+
+@lru_cache(maxsize=1)
+def architecture_defaults() -> dict[str, dict[str, Any]]:
+    """transformers' config-class defaults for the fields the counts read (data file, with its source)."""
+    return json.loads(_DEFAULTS.read_text())["defaults"]
 
 
 @dataclass(frozen=True)
@@ -36,7 +49,22 @@ class ModelSpec:
     hf_id: str | None = None
     source: str | None = None
     aliases: tuple[str, ...] = ()
+    # How far the shipped config.json values can be trusted ("exact copy", "second-hand", "partial ...")
+    # and what is known about them; None/() for configs the user gave.
+    confidence: str | None = None
+    notes: tuple[str, ...] = field(default=(), compare=False)
     config: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """A config.json field, or transformers' default for this architecture when it is absent."""
+        if key in self.config:
+            return self.config[key]
+        return architecture_defaults().get(self.model_type, {}).get(key, default)
+
+    @property
+    def moe_intermediate_size(self) -> int:
+        """Width of one routed expert (Qwen3-MoE, DeepSeek: moe_intermediate_size; others: intermediate_size)."""
+        return int(self.get("moe_intermediate_size") or self.intermediate_size)
 
     @property
     def is_moe(self) -> bool:
@@ -67,6 +95,8 @@ class ModelSpec:
             "num_local_experts": self.num_local_experts,
             "num_experts_per_tok": self.num_experts_per_tok,
             "sliding_window": self.sliding_window,
+            "confidence": self.confidence,
+            "notes": list(self.notes),
         }
 
 
@@ -74,7 +104,8 @@ _REQUIRED = ("hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_s
 
 
 def spec_from_config(config: Mapping[str, Any], *, name: str, hf_id: str | None = None,
-                     source: str | None = None, aliases: tuple[str, ...] = ()) -> ModelSpec:
+                     source: str | None = None, aliases: tuple[str, ...] = (), confidence: str | None = None,
+                     notes: tuple[str, ...] = ()) -> ModelSpec:
     """Build a ModelSpec from config.json values, with the defaults transformers applies.
 
     Raises PlannerError naming the missing or malformed field.
@@ -84,7 +115,14 @@ def spec_from_config(config: Mapping[str, Any], *, name: str, hf_id: str | None 
     cfg = dict(config)
     # Multimodal wrappers keep the language model under text_config.
     if "text_config" in cfg and "hidden_size" not in cfg and isinstance(cfg["text_config"], Mapping):
-        cfg = {**cfg["text_config"], "model_type": cfg["text_config"].get("model_type", cfg.get("model_type"))}
+        outer = cfg.get("model_type")
+        inner = cfg["text_config"].get("model_type") or _TEXT_PART.get(outer, outer)
+        cfg = {**cfg["text_config"], "model_type": inner}
+    defaults = architecture_defaults().get(str(cfg.get("model_type")), {})
+    for key in _REQUIRED:  # Gemma 3's multimodal configs omit vocab_size in text_config
+        if key not in cfg and key in defaults:
+            cfg[key] = defaults[key]
+    cfg_or_default = {**defaults, **cfg}
     missing = [k for k in _REQUIRED if k not in cfg]
     if missing and cfg.get("model_type") not in SUPPORTED_ARCHITECTURES:
         cfg = _normalise_with_transformers(cfg, name) or cfg
@@ -104,10 +142,18 @@ def spec_from_config(config: Mapping[str, Any], *, name: str, hf_id: str | None 
     heads = as_int("num_attention_heads")
     if not hidden or not heads or not as_int("num_hidden_layers") or not as_int("vocab_size"):
         raise PlannerError(f"config for '{name}': hidden_size, num_hidden_layers, num_attention_heads and vocab_size must be positive")
-    head_dim = as_int("head_dim") or hidden // heads
     model_type = str(cfg.get("model_type") or "unknown")
-    n_experts = as_int("num_local_experts", 0) or as_int("num_experts", 0) or 0
-    sliding = as_int("sliding_window") if (cfg.get("use_sliding_window", True) is not False) else None
+    if model_type in ("deepseek_v2", "deepseek_v3"):
+        # MLA: transformers sets head_dim = qk_rope_head_dim; the KV cache holds the latent instead.
+        head_dim = int(cfg_or_default["qk_rope_head_dim"])
+    else:
+        head_dim = as_int("head_dim") or int(defaults.get("head_dim") or hidden // heads)
+    n_experts = (as_int("num_local_experts", 0) or as_int("num_experts", 0) or as_int("n_routed_experts", 0)
+                 or int(defaults.get("num_local_experts") or defaults.get("num_experts")
+                        or defaults.get("n_routed_experts") or 0))
+    top_k = as_int("num_experts_per_tok") or as_int("experts_per_token") or defaults.get("num_experts_per_tok") or 0
+    use_sliding = cfg_or_default.get("use_sliding_window", True) is not False
+    sliding = as_int("sliding_window", defaults.get("sliding_window")) if use_sliding else None
     intermediate = as_int("intermediate_size")
     if intermediate is None and model_type not in SUPPORTED_ARCHITECTURES:
         intermediate = as_int("n_inner") or 4 * hidden
@@ -123,16 +169,18 @@ def spec_from_config(config: Mapping[str, Any], *, name: str, hf_id: str | None 
         num_key_value_heads=as_int("num_key_value_heads") or heads,
         head_dim=head_dim,
         vocab_size=as_int("vocab_size"),
-        tie_word_embeddings=bool(cfg.get("tie_word_embeddings", model_type in ("gemma2", "gemma"))),
+        tie_word_embeddings=bool(cfg_or_default.get("tie_word_embeddings", model_type == "gemma")),
         max_position_embeddings=as_int("max_position_embeddings"),
         num_local_experts=n_experts,
-        num_experts_per_tok=(as_int("num_experts_per_tok", 0) or 0) if n_experts else 0,
+        num_experts_per_tok=int(top_k) if n_experts else 0,
         sliding_window=sliding,
-        attention_bias=bool(cfg.get("attention_bias", model_type == "qwen2")),
-        mlp_bias=bool(cfg.get("mlp_bias", False)),
+        attention_bias=bool(cfg_or_default.get("attention_bias", model_type == "qwen2")),
+        mlp_bias=bool(cfg_or_default.get("mlp_bias", False)),
         hf_id=hf_id,
         source=source,
         aliases=aliases,
+        confidence=confidence,
+        notes=tuple(notes),
         config=cfg,
     )
 

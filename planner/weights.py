@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from .errors import PlannerError
 from .job import BYTES_PER_PARAM, Job
-from .params import ParamCounts, linear_shapes
+from .params import ParamCounts, decoder_linears, linear_shapes, peft_all_linear
 from .spec import ModelSpec
 
 BYTES = {k: int(BYTES_PER_PARAM[k]) for k in ("fp32", "bf16", "fp16")}  # unquantized storage
@@ -42,10 +42,12 @@ class WeightBytes:
 
 
 def quantizable_params(spec: ModelSpec, params: ParamCounts) -> tuple[int, int]:
-    """(parameters in decoder-layer linear weights, number of such tensors)."""
-    shapes = linear_shapes(spec)
-    per_layer = sum(i * o for _, i, o in shapes)
-    return per_layer * spec.num_hidden_layers, len(shapes) * spec.num_hidden_layers
+    """(parameters in decoder-layer linear weights, number of such tensors).
+
+    bitsandbytes replaces ``nn.Linear`` modules only: fused 3D expert parameters (transformers 5
+    MoE) and routers stay in 16-bit (seen on real 4-bit loads, tests/planner/test_mechanisms_cpu.py)."""
+    n, tensors, _ = decoder_linears(spec)
+    return n, tensors
 
 
 def weight_bytes(spec: ModelSpec, params: ParamCounts, precision: str, *, upcast_unquantized: bool = False,
@@ -66,7 +68,7 @@ def weight_bytes(spec: ModelSpec, params: ParamCounts, precision: str, *, upcast
             q = n_q // 2 + n_q // NF4_BLOCK * 4 + n_tensors * PER_QUANT_TENSOR_BYTES
             how = "n/2 (NF4) + n/64 x 4 (fp32 absmax)"
     elif precision == "int8":
-        rows = sum(o for _, _, o in linear_shapes(spec)) * spec.num_hidden_layers
+        rows = decoder_linears(spec)[2]
         q = n_q + rows * 4
         how = "n x 1 (int8) + 4 B per output row (fp32 scale)"
     else:
@@ -78,10 +80,7 @@ def weight_bytes(spec: ModelSpec, params: ParamCounts, precision: str, *, upcast
 
 def lora_targets(spec: ModelSpec, job: Job) -> tuple[tuple[str, int, int], ...]:
     """The (name, in, out) linears of one layer that LoRA wraps."""
-    shapes = linear_shapes(spec)
-    if spec.model_type == "mixtral":
-        # transformers 5 keeps experts as fused 3D parameters, which 'all-linear' does not match.
-        shapes = tuple(s for s in shapes if s[0] in ("q_proj", "k_proj", "v_proj", "o_proj"))
+    shapes = peft_all_linear(spec)
     wanted = job.target_modules
     if wanted is None:
         return shapes

@@ -41,6 +41,26 @@ SHAPES = {
                    attn_logit_softcapping=50.0, final_logit_softcapping=30.0),
     "qwen2": dict(model_type="qwen2", hidden_size=256, intermediate_size=1024, num_hidden_layers=4,
                   num_attention_heads=8, num_key_value_heads=2, vocab_size=8000, tie_word_embeddings=True),
+    # issue 14: q/k norms over head_dim (qwen3) and over the whole projections (olmo2, which has no input
+    # norm); granite (llama-like, tied); gemma3's 5:1 sliding pattern with q/k norms; explicit head_dim
+    # (Mistral Nemo-like, q_dim != hidden); Phi-4-like fused qkv with GQA
+    "qwen3": dict(model_type="qwen3", hidden_size=256, intermediate_size=768, num_hidden_layers=4,
+                  num_attention_heads=8, num_key_value_heads=2, head_dim=32, vocab_size=8000, tie_word_embeddings=False),
+    "olmo2": dict(model_type="olmo2", hidden_size=256, intermediate_size=768, num_hidden_layers=4,
+                  num_attention_heads=8, num_key_value_heads=2, vocab_size=8000, tie_word_embeddings=False,
+                  pad_token_id=0, eos_token_id=1),
+    "granite": dict(model_type="granite", hidden_size=256, intermediate_size=768, num_hidden_layers=4,
+                    num_attention_heads=8, num_key_value_heads=2, vocab_size=8000, tie_word_embeddings=True,
+                    pad_token_id=0),
+    "gemma3": dict(model_type="gemma3_text", hidden_size=256, intermediate_size=1024, num_hidden_layers=6,
+                   num_attention_heads=4, num_key_value_heads=2, head_dim=64, vocab_size=16000,
+                   sliding_window=128, pad_token_id=0),
+    "mistral-head-dim": dict(model_type="mistral", hidden_size=256, intermediate_size=768, num_hidden_layers=4,
+                             num_attention_heads=8, num_key_value_heads=2, head_dim=48, vocab_size=8000,
+                             sliding_window=None, tie_word_embeddings=False),
+    "phi3-gqa": dict(model_type="phi3", hidden_size=384, intermediate_size=1024, num_hidden_layers=4,
+                     num_attention_heads=6, num_key_value_heads=2, vocab_size=4000, tie_word_embeddings=False,
+                     pad_token_id=0, eos_token_id=1),
 }
 # (shape, mode, seq, batch, checkpointing, LoRA targets, LoRA dropout)
 CASES = [
@@ -69,6 +89,15 @@ CASES = [
     ("gemma2", "qlora", 256, 2, False, "all-linear", 0.05),
     ("qwen2", "lora", 256, 2, False, "all-linear", 0.05),
     ("qwen2", "qlora", 256, 2, True, "all-linear", 0.05),
+    ("qwen3", "lora", 256, 2, False, "all-linear", 0.05),
+    ("qwen3", "qlora", 256, 2, False, "all-linear", 0.05),
+    ("qwen3", "inference", 512, 2, False, "all-linear", 0.0),
+    ("olmo2", "lora", 256, 2, False, "all-linear", 0.05),
+    ("olmo2", "full", 128, 1, False, "all-linear", 0.0),
+    ("granite", "lora", 256, 2, False, "all-linear", 0.05),
+    ("gemma3", "lora", 256, 2, True, "all-linear", 0.05),
+    ("mistral-head-dim", "lora", 256, 2, False, "all-linear", 0.05),
+    ("phi3-gqa", "lora", 256, 2, False, "all-linear", 0.05),
 ]
 
 
