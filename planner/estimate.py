@@ -49,7 +49,12 @@ class MemoryEstimate:
     """Peak GPU memory of one job on one GPU, term by term.
 
     ``peak_allocated_bytes`` is what ``torch.cuda.max_memory_allocated()`` reports (sum of
-    ``terms``); ``total_bytes`` adds allocator slack and the CUDA context: what the GPU must have.
+    ``terms``); ``reserved_bytes`` what ``torch.cuda.max_memory_reserved()`` reports, from a replay
+    of the run through the caching allocator (``allocator_slack_bytes`` = reserved - allocated);
+    ``total_bytes`` = reserved + ``out_of_pool_bytes`` (kernels and libraries the run loads) +
+    ``tolerance_bytes`` (the allocator model's stated error): the device memory the run adds.
+    The card must also hold the CUDA context (``cuda_context_bytes``), which exists before the
+    run and is counted apart.
     ``phase`` names the moment of the step at which the peak happens.
     """
 
@@ -60,6 +65,10 @@ class MemoryEstimate:
     terms: tuple[MemoryTerm, ...]
     peak_allocated_bytes: int
     allocator_slack_bytes: int
+    reserved_bytes: int
+    out_of_pool_bytes: int
+    allocator: str
+    tolerance_bytes: int
     cuda_context_bytes: int
     total_bytes: int
     phase: str
@@ -97,7 +106,11 @@ class MemoryEstimate:
             "job": self.job.to_dict(),
             "memory": {
                 "peak_allocated_bytes": self.peak_allocated_bytes,
+                "reserved_bytes": self.reserved_bytes,
                 "allocator_slack_bytes": self.allocator_slack_bytes,
+                "allocator": self.allocator,
+                "out_of_pool_bytes": self.out_of_pool_bytes,
+                "tolerance_bytes": self.tolerance_bytes,
                 "cuda_context_bytes": self.cuda_context_bytes,
                 "total_bytes": self.total_bytes,
                 "phase": self.phase,
