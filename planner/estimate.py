@@ -123,6 +123,40 @@ class MemoryEstimate:
         }
 
 
+_DEFERRED = ("allocator_slack_bytes", "reserved_bytes", "tolerance_bytes", "total_bytes")
+
+
+def _deferred(name: str) -> property:
+    def get(self):
+        d = self.__dict__
+        if name not in d:
+            d.update(d.pop("_compute")())
+        return d[name]
+
+    def put(self, value):
+        if value is not None:
+            self.__dict__[name] = value
+    return property(get, put)
+
+
+class DeferredEstimate(MemoryEstimate):
+    """A MemoryEstimate whose reserved-memory figures are computed on first access.
+
+    The allocator replay (planner/allocator.py) takes a fraction of a second per job; callers
+    that only need the allocated peak (property tests, the --gpu search over shapes) skip it.
+    ``compute`` returns the four figures named in ``_DEFERRED``.
+    """
+
+    def __init__(self, *, compute=None, **fields: Any) -> None:
+        if compute is not None:
+            self.__dict__["_compute"] = compute
+        super().__init__(**{**dict.fromkeys(_DEFERRED), **fields})
+
+
+for _name in _DEFERRED:
+    setattr(DeferredEstimate, _name, _deferred(_name))
+
+
 def estimate(model: str | ModelSpec, job: Job | None = None, **job_fields: Any) -> MemoryEstimate:
     """Estimate peak GPU memory for ``job`` on ``model`` (a name, alias, path or ModelSpec).
 

@@ -21,7 +21,7 @@ from functools import lru_cache
 from . import activations as act
 from . import steptrace
 from .allocator import AllocatorReplay, replay
-from .estimate import MemoryEstimate, MemoryTerm
+from .estimate import DeferredEstimate, MemoryTerm
 from .job import Job
 from .params import ParamCounts
 from .seed import seed_rule
@@ -65,7 +65,7 @@ def _replay_key(terms) -> tuple:
     return tuple((t.name, t.bytes) for t in terms if t.name in ("LoRA adapters", "dequantization buffer"))
 
 
-def build_estimate(spec: ModelSpec, params: ParamCounts, job: Job) -> MemoryEstimate:
+def build_estimate(spec: ModelSpec, params: ParamCounts, job: Job) -> DeferredEstimate:
     if job.mode == "inference":
         terms, phase, notes = _inference(spec, params, job)
         phases = ((phase, tuple(terms)),)
@@ -74,23 +74,27 @@ def build_estimate(spec: ModelSpec, params: ParamCounts, job: Job) -> MemoryEsti
     terms = tuple(t for t in terms if t.bytes > 0)
     phases = tuple((name, tuple(t for t in ts if t.bytes > 0)) for name, ts in phases)
     peak = sum(t.bytes for t in terms)
-    replay = _replay(spec, params, job, _replay_key(terms))
-    # The replayed trace (recorded on a tiny model, CPU kernels) and the term inventory (checked
-    # against GPU peaks) can disagree on the allocated peak; the inventory wins, and the cached
-    # surplus the replay found is kept on top of it. Never below the peak.
-    reserved = max(peak, peak + replay.reserved_bytes - replay.peak_allocated_bytes)
     out_of_pool = OUT_OF_POOL["inference" if job.mode == "inference" else "training"]
-    tolerance = int(reserved * RESERVED_TOLERANCE)
+    key = _replay_key(terms)
+
+    def reserved_figures() -> dict[str, int]:
+        replay = _replay(spec, params, job, key)
+        # The replayed trace (recorded on a tiny model, CPU kernels) and the term inventory (checked
+        # against GPU peaks) can disagree on the allocated peak; the inventory wins, and the cached
+        # surplus the replay found is kept on top of it. Never below the peak.
+        reserved = max(peak, peak + replay.reserved_bytes - replay.peak_allocated_bytes)
+        tolerance = int(reserved * RESERVED_TOLERANCE)
+        return {"reserved_bytes": reserved, "allocator_slack_bytes": reserved - peak, "tolerance_bytes": tolerance,
+                "total_bytes": reserved + out_of_pool + tolerance}
+
     n_train = trainable_params(spec, params, job)
     if spec.is_moe:
         notes = notes + ("MoE: transformers 5 stores experts as fused 3D parameters; this estimate assumes "
                          "they are quantized like linears in int4/int8 and not LoRA targets",)
-    return MemoryEstimate(model=spec, params=params, job=job, trainable_params=n_train, terms=terms,
-                          peak_allocated_bytes=peak, allocator_slack_bytes=reserved - peak,
-                          reserved_bytes=reserved, out_of_pool_bytes=out_of_pool, allocator=job.allocator,
-                          tolerance_bytes=tolerance, cuda_context_bytes=CUDA_CONTEXT,
-                          total_bytes=reserved + out_of_pool + tolerance, phase=phase,
-                          seed_rule=seed_rule(params, job, n_train), notes=notes, phases=phases)
+    return DeferredEstimate(compute=reserved_figures, model=spec, params=params, job=job, trainable_params=n_train,
+                            terms=terms, peak_allocated_bytes=peak, out_of_pool_bytes=out_of_pool,
+                            allocator=job.allocator, cuda_context_bytes=CUDA_CONTEXT, phase=phase,
+                            seed_rule=seed_rule(params, job, n_train), notes=notes, phases=phases)
 
 
 @lru_cache(maxsize=256)
