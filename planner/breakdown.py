@@ -52,7 +52,12 @@ class MemoryEstimate:
     """Peak GPU memory of one job on one GPU, term by term.
 
     ``peak_allocated_bytes`` is what ``torch.cuda.max_memory_allocated()`` reports (sum of
-    ``terms``); ``total_bytes`` adds allocator slack and the CUDA context: what the GPU must have.
+    ``terms``); ``reserved_bytes`` what ``torch.cuda.max_memory_reserved()`` reports, from a replay
+    of the run through the caching allocator (``allocator_slack_bytes`` = reserved - allocated);
+    ``total_bytes`` = reserved + ``out_of_pool_bytes`` (kernels and libraries the run loads) +
+    ``tolerance_bytes`` (the allocator model's stated error): the device memory the run adds.
+    The card must also hold the CUDA context (``cuda_context_bytes``), which exists before the
+    run and is counted apart.
     ``phase`` names the moment of the step at which the peak happens.
     """
 
@@ -63,6 +68,10 @@ class MemoryEstimate:
     terms: tuple[MemoryTerm, ...]
     peak_allocated_bytes: int
     allocator_slack_bytes: int
+    reserved_bytes: int
+    out_of_pool_bytes: int
+    allocator: str
+    tolerance_bytes: int
     cuda_context_bytes: int
     total_bytes: int
     phase: str
@@ -100,7 +109,11 @@ class MemoryEstimate:
             "job": self.job.to_dict(),
             "memory": {
                 "peak_allocated_bytes": self.peak_allocated_bytes,
+                "reserved_bytes": self.reserved_bytes,
                 "allocator_slack_bytes": self.allocator_slack_bytes,
+                "allocator": self.allocator,
+                "out_of_pool_bytes": self.out_of_pool_bytes,
+                "tolerance_bytes": self.tolerance_bytes,
                 "cuda_context_bytes": self.cuda_context_bytes,
                 "total_bytes": self.total_bytes,
                 "phase": self.phase,
@@ -111,3 +124,37 @@ class MemoryEstimate:
             "seed_rule": self.seed_rule.to_dict(),
             "notes": list(self.notes),
         }
+
+
+_DEFERRED = ("allocator_slack_bytes", "reserved_bytes", "tolerance_bytes", "total_bytes")
+
+
+def _deferred(name: str) -> property:
+    def get(self):
+        d = self.__dict__
+        if name not in d:
+            d.update(d.pop("_compute")())
+        return d[name]
+
+    def put(self, value):
+        if value is not None:
+            self.__dict__[name] = value
+    return property(get, put)
+
+
+class DeferredEstimate(MemoryEstimate):
+    """A MemoryEstimate whose reserved-memory figures are computed on first access.
+
+    The allocator replay (planner/allocator.py) takes a fraction of a second per job; callers
+    that only need the allocated peak (property tests, the --gpu search over shapes) skip it.
+    ``compute`` returns the four figures named in ``_DEFERRED``.
+    """
+
+    def __init__(self, *, compute=None, **fields: Any) -> None:
+        if compute is not None:
+            self.__dict__["_compute"] = compute
+        super().__init__(**{**dict.fromkeys(_DEFERRED), **fields})
+
+
+for _name in _DEFERRED:
+    setattr(DeferredEstimate, _name, _deferred(_name))

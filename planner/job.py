@@ -12,6 +12,8 @@ PRECISIONS = ("fp32", "bf16", "fp16", "int8", "int4")
 BYTES_PER_PARAM = {"fp32": 4.0, "bf16": 2.0, "fp16": 2.0, "int8": 1.0, "int4": 0.5}
 OPTIMIZERS = ("adamw", "adamw-8bit", "paged-adamw-8bit", "sgd")
 ATTENTION = ("sdpa", "eager")
+# caching: PyTorch's default CUDA caching allocator; expandable: PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
+ALLOCATORS = ("caching", "expandable")
 
 # The standard Hugging Face recipe for each mode (docs/memory-model.md, "Defaults").
 DEFAULT_PRECISION = {"inference": "bf16", "full": "fp32", "lora": "bf16", "qlora": "int4",
@@ -49,6 +51,7 @@ class Job:
     compute_dtype: str = "bf16"
     adapters: int = 0
     max_lora_rank: int | None = None
+    allocator: str = "caching"
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -85,6 +88,9 @@ class Job:
             raise PlannerError(f"number of adapters must be >= 0, got {self.adapters}")
         if self.adapters and self.mode != "inference":
             raise PlannerError("--adapters plans a multi-adapter inference endpoint; use it with --mode inference")
+        if self.allocator not in ALLOCATORS:
+            raise PlannerError(f"unknown allocator '{self.allocator}'; choose caching (PyTorch's default) or "
+                               "expandable (PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True)")
         if self.max_lora_rank is not None and self.max_lora_rank <= 0:
             raise PlannerError(f"max LoRA rank must be positive, got {self.max_lora_rank}")
 

@@ -33,6 +33,9 @@ def plan(
     num_virtual_tokens: int = typer.Option(20, "--num-virtual-tokens"),
     optimizer: str = typer.Option("adamw", "--optimizer", help="adamw | adamw-8bit | paged-adamw-8bit | sgd"),
     attention: str = typer.Option("sdpa", "--attention", help="sdpa | eager"),
+    allocator: str = typer.Option("caching", "--allocator",
+                                  help="caching (PyTorch's default) | expandable "
+                                       "(PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True)"),
     adapters: int = typer.Option(0, "--adapters", help="Inference: LoRA adapters served beside the base."),
     max_lora_rank: Optional[int] = typer.Option(None, "--max-lora-rank", help="Inference with --adapters: largest adapter rank (default --lora-r)."),
     # pricing (issue: pricing)
@@ -69,7 +72,8 @@ def plan(
     job = Job(mode=mode, precision=precision, seq_len=seq_len, batch_size=batch_size,
               gradient_checkpointing=gradient_checkpointing, lora_r=lora_r, lora_alpha=lora_alpha,
               lora_dropout=lora_dropout, lora_targets=lora_targets, num_virtual_tokens=num_virtual_tokens,
-              optimizer=optimizer, attention=attention, adapters=adapters, max_lora_rank=max_lora_rank)
+              optimizer=optimizer, attention=attention, adapters=adapters, max_lora_rank=max_lora_rank,
+              allocator=allocator)
     est = estimate(model, job)
     result = est.to_dict()
     vllm = None

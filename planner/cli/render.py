@@ -42,12 +42,16 @@ def render_estimate(console: Console, est: MemoryEstimate) -> None:
         table.add_row(t.name, f"{t.bytes / GIB:,.2f}", f"{t.bytes / GB:,.2f}", _bar(t.bytes / peak))
     table.add_section()
     table.add_row("peak allocated", f"{est.peak_allocated_bytes / GIB:,.2f}", f"{est.peak_allocated_bytes / GB:,.2f}", "")
-    table.add_row("+ allocator slack", f"{est.allocator_slack_bytes / GIB:,.2f}", f"{est.allocator_slack_bytes / GB:,.2f}", "")
-    table.add_row("+ CUDA context", f"{est.cuda_context_bytes / GIB:,.2f}", f"{est.cuda_context_bytes / GB:,.2f}", "")
-    table.add_row("GPU memory needed", f"{est.total_bytes / GIB:,.2f}", f"{est.total_bytes / GB:,.2f}", "")
+    rows = [(f"+ cached by the {est.allocator} allocator", est.allocator_slack_bytes),
+            ("= reserved (max_memory_reserved)", est.reserved_bytes),
+            ("+ kernels and libraries", est.out_of_pool_bytes), ("+ model tolerance", est.tolerance_bytes),
+            ("= device memory the run adds", est.total_bytes), ("+ CUDA context", est.cuda_context_bytes),
+            ("GPU memory needed", est.total_bytes + est.cuda_context_bytes)]
+    for label, n in rows:
+        table.add_row(label, f"{n / GIB:,.2f}", f"{n / GB:,.2f}", "")
     console.print(table)
     seed = est.seed_rule
-    ratio = seed.bytes / est.total_bytes if est.total_bytes else 0.0
+    ratio = seed.bytes / (est.total_bytes + est.cuda_context_bytes)
     console.print(f"rule of thumb: {fmt_bytes(seed.bytes)} = {seed.formula}; "
                   f"{ratio:.2f}× the estimate above")
     for note in est.notes:

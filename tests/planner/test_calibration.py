@@ -46,3 +46,25 @@ def test_accuracy_doc_is_current():
     res = subprocess.run([sys.executable, str(root / "scripts" / "accuracy_report.py"), "--check"],
                          capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
+
+
+@pytest.mark.parametrize("row", ROWS, ids=[f"{r['model']}-{r['mode']}-s{r['seq']}-b{r['batch']}-ck{int(r['grad_ckpt'])}" for r in ROWS])
+def test_reserved_replay_matches_measured(row):
+    """The caching-allocator replay against torch.cuda.max_memory_reserved (issue 10's bounds are
+    -3%/+8% on held-out rows; here every row is within -3.5%/+3%)."""
+    est = estimate(MODEL[row["model"]], job_for(row))
+    err = (est.reserved_bytes - row["peak_reserved"]) / row["peak_reserved"]
+    assert -0.035 <= err <= 0.03
+    assert est.reserved_bytes >= est.peak_allocated_bytes
+
+
+def test_reserved_median_and_device_used():
+    import statistics
+    errs, gaps = [], []
+    for row in ROWS:
+        est = estimate(MODEL[row["model"]], job_for(row))
+        errs.append(abs(est.reserved_bytes - row["peak_reserved"]) / row["peak_reserved"])
+        gaps.append(est.total_bytes - row["device_used"])
+    assert statistics.median(errs) < 0.02
+    # total_bytes covers device_used on every row but the small prefill, which it misses by < 32 MiB
+    assert sum(g < 0 for g in gaps) <= 1 and min(gaps) > -32 * 2**20

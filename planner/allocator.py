@@ -1,0 +1,231 @@
+"""A replay of PyTorch's CUDA caching allocator: what ``torch.cuda.max_memory_reserved()`` shows
+after a given sequence of allocations and frees.
+
+Rules (c10/cuda/CUDACachingAllocator.cpp; "CUDA memory management" in PyTorch's CUDA semantics
+notes; E. Yang, "When does fragmentation occur in the CUDA caching allocator?", pytorch/devlogs
+2026-06-01):
+
+- every request is rounded up to a multiple of 512 B (``kMinBlockSize``);
+- requests of at most 1 MiB (``kSmallSize``) live in the small pool, whose segments are 2 MiB
+  (``kSmallBuffer``); larger ones live in the large pool;
+- a large-pool request below 10 MiB (``kMinLargeAlloc``) that no cached block serves gets a
+  20 MiB segment (``kLargeBuffer``); larger ones get a segment rounded up to 2 MiB (``kRoundLarge``);
+- a request takes the smallest free cached block of its pool that is big enough (best fit,
+  lowest address on ties); the block is split when the remainder is >= 512 B (small pool) or
+  > 1 MiB (large pool), else the request keeps the whole block;
+- a freed block merges with free neighbours of the same segment only; segments are never
+  returned to the driver during a run without memory pressure (no ``empty_cache``), so the
+  reserved figure only grows;
+- ``max_split_size_mb`` (default unlimited): blocks at least that large are never split for a
+  smaller request;
+- ``expandable_segments:True``: one segment per pool that grows by pages (2 MiB small, 20 MiB
+  large) mapped at its end; blocks anywhere in it can merge, so only live-block pinning
+  fragments it.
+
+Pure Python, no torch: the planner runs this on ``plan``'s path.
+"""
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+MIB = 1024**2
+MIN_BLOCK = 512
+SMALL_SIZE = 1 * MIB
+SMALL_BUFFER = 2 * MIB
+LARGE_BUFFER = 20 * MIB
+MIN_LARGE_ALLOC = 10 * MIB
+ROUND_LARGE = 2 * MIB
+POLICIES = ("caching", "expandable")
+
+
+def round_size(size: int) -> int:
+    return MIN_BLOCK if size < MIN_BLOCK else -(-size // MIN_BLOCK) * MIN_BLOCK
+
+
+def segment_size(size: int) -> int:
+    """Bytes cudaMalloc'd for a request no cached block serves (get_allocation_size)."""
+    if size <= SMALL_SIZE:
+        return SMALL_BUFFER
+    if size < MIN_LARGE_ALLOC:
+        return LARGE_BUFFER
+    return -(-size // ROUND_LARGE) * ROUND_LARGE
+
+
+@dataclass(frozen=True)
+class AllocatorReplay:
+    """Result of replaying a trace: the reserved peak and the allocated peak it saw."""
+
+    policy: str
+    reserved_bytes: int
+    peak_allocated_bytes: int
+    segments: int
+
+    def to_dict(self) -> dict:
+        return {"policy": self.policy, "reserved_bytes": self.reserved_bytes,
+                "peak_allocated_bytes": self.peak_allocated_bytes, "segments": self.segments}
+
+
+class _Block:
+    __slots__ = ("free", "next", "offset", "prev", "seg", "size")
+
+    def __init__(self, seg: int, offset: int, size: int):
+        self.seg, self.offset, self.size, self.free = seg, offset, size, True
+        self.prev: _Block | None = None
+        self.next: _Block | None = None
+
+
+class _Pool:
+    def __init__(self, small: bool, expandable: bool, max_split: int | None):
+        self.small, self.expandable, self.max_split = small, expandable, max_split
+        self.free: list[tuple[int, int, int]] = []   # (size, seg, offset) of free blocks, sorted
+        self.blocks: dict[tuple[int, int], _Block] = {}  # (seg, offset) -> free block
+        self.reserved = 0
+        self.segments = 0
+        self.tail: _Block | None = None  # expandable: last block of the one segment
+
+    def _add_free(self, b: _Block) -> None:
+        b.free = True
+        bisect.insort(self.free, (b.size, b.seg, b.offset))
+        self.blocks[(b.seg, b.offset)] = b
+
+    def _remove_free(self, b: _Block) -> None:
+        i = bisect.bisect_left(self.free, (b.size, b.seg, b.offset))
+        del self.free[i]
+        del self.blocks[(b.seg, b.offset)]
+
+    def _should_split(self, block: _Block, size: int) -> bool:
+        remaining = block.size - size
+        if self.small:
+            return remaining >= MIN_BLOCK
+        if self.max_split is not None and block.size >= self.max_split and not self.expandable:
+            return False
+        return remaining > SMALL_SIZE
+
+    def _find(self, size: int) -> _Block | None:
+        i = bisect.bisect_left(self.free, (size, -1, -1))
+        while i < len(self.free):
+            b = self.blocks[self.free[i][1:]]
+            if self.max_split is not None and not self.expandable:
+                # oversize blocks serve only oversize requests, and not much smaller ones
+                if size < self.max_split <= b.size:
+                    i += 1
+                    continue
+                if size >= self.max_split and b.size >= size + LARGE_BUFFER:
+                    return None
+            return b
+        return None
+
+    def _grow(self, size: int) -> _Block:
+        if not self.expandable:
+            seg = segment_size(size)
+            self.reserved += seg
+            self.segments += 1
+            return _Block(self.segments, 0, seg)
+        page = SMALL_BUFFER if self.small else LARGE_BUFFER
+        if self.segments == 0:
+            self.segments = 1
+        tail = self.tail
+        have = tail.size if tail is not None and tail.free else 0
+        extra = -(-(size - have) // page) * page
+        self.reserved += extra
+        if have:
+            self._remove_free(tail)
+            tail.size += extra
+            return tail
+        offset = tail.offset + tail.size if tail is not None else 0
+        b = _Block(1, offset, extra)
+        b.prev = tail
+        if tail is not None:
+            tail.next = b
+        self.tail = b
+        return b
+
+    def malloc(self, size: int) -> _Block:
+        b = self._find(size)
+        if b is not None:
+            self._remove_free(b)
+        else:
+            b = self._grow(size)
+        b.free = False
+        if self._should_split(b, size):
+            rest = _Block(b.seg, b.offset + size, b.size - size)
+            rest.prev, rest.next = b, b.next
+            if b.next is not None:
+                b.next.prev = rest
+            b.next = rest
+            if self.tail is b:
+                self.tail = rest
+            b.size = size
+            self._add_free(rest)
+        return b
+
+    def release(self, b: _Block) -> None:
+        for nb in (b.prev, b.next):
+            if nb is not None and nb.free:
+                self._remove_free(nb)
+                if nb is b.prev:
+                    nb.size += b.size
+                    nb.next = b.next
+                    if b.next is not None:
+                        b.next.prev = nb
+                    if self.tail is b:
+                        self.tail = nb
+                    b = nb
+                else:
+                    b.size += nb.size
+                    b.next = nb.next
+                    if nb.next is not None:
+                        nb.next.prev = b
+                    if self.tail is nb:
+                        self.tail = b
+        self._add_free(b)
+
+
+def replay(events: Iterable[tuple[str, int, int]], policy: str = "caching",
+           max_split_size: int | None = None) -> AllocatorReplay:
+    """Replay ``events``: ("alloc", id, bytes), ("free", id, 0) and ("reset", 0, 0) (like
+    ``torch.cuda.reset_peak_memory_stats``: the allocated peak restarts; reserved never shrinks)."""
+    if policy not in POLICIES:
+        raise ValueError(f"unknown allocator policy {policy!r}")
+    expandable = policy == "expandable"
+    pools = {True: _Pool(True, expandable, max_split_size), False: _Pool(False, expandable, max_split_size)}
+    live: dict[int, tuple[_Pool, _Block, int]] = {}
+    allocated = peak = 0
+    for op, key, size in events:
+        if op == "alloc":
+            r = round_size(size)
+            pool = pools[r <= SMALL_SIZE]
+            block = pool.malloc(r)
+            live[key] = (pool, block, block.size)
+            allocated += block.size
+            peak = max(peak, allocated)
+        elif op == "reset":
+            peak = allocated
+        else:
+            pool, block, size = live.pop(key)
+            allocated -= size
+            pool.release(block)
+    return AllocatorReplay(policy, sum(p.reserved for p in pools.values()), peak,
+                           sum(p.segments for p in pools.values()))
+
+
+class Trace:
+    """Builds an event list: ``t = Trace(); a = t.alloc(n); t.free(a)``."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, int, int]] = []
+        self._next = 0
+
+    def alloc(self, size: int) -> int:
+        self._next += 1
+        self.events.append(("alloc", self._next, max(int(size), 1)))
+        return self._next
+
+    def reset_peak(self) -> None:
+        self.events.append(("reset", 0, 0))
+
+    def free(self, *keys: int) -> None:
+        for k in keys:
+            self.events.append(("free", k, 0))

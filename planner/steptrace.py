@@ -1,0 +1,302 @@
+"""The sequence of large allocations and frees of a run, tensor by tensor, for the allocator
+replay (planner/allocator.py): loading, then three training steps (forward layer by layer, the
+loss, the backward from the top layer down, the optimizer step, ``zero_grad(set_to_none=True)``)
+or one prefill.
+
+The sizes come from the same inventories as the peak estimate (planner/activations.py,
+planner/weights.py); what this adds is their order and lifetime, which decides how many cached
+segments the caching allocator ends up holding. Per-layer tensors are grouped where PyTorch
+would allocate them in one go; tensors below 1 MiB go to the small pool and barely matter.
+"""
+from __future__ import annotations
+
+import difflib
+import json
+from functools import lru_cache
+from importlib.resources import files
+
+from .allocator import Trace
+from .job import Job
+from .params import ParamCounts, linear_shapes
+from .spec import ModelSpec
+from .weights import lora_targets, weight_bytes
+
+MIB = 1024**2
+CUBLAS_WORKSPACE = 32 * MIB
+STEPS = 2  # reserved stops growing after the second step (segments cached in step 1 shape step 2)
+
+
+def _param_elements(spec: ModelSpec) -> tuple[list[int], list[int]]:
+    """(decoder-layer linear weights, everything else) element counts, in registration order."""
+    h, v = spec.hidden_size, spec.vocab_size
+    lin = [i * o for _ in range(spec.num_hidden_layers) for _, i, o in linear_shapes(spec)]
+    other = [v * h] + [h] * (2 * spec.num_hidden_layers + 1) + ([] if spec.tie_word_embeddings else [v * h])
+    return lin, other
+
+
+def _load(t: Trace, spec: ModelSpec, params: ParamCounts, job: Job) -> list[int]:
+    lin, other = _param_elements(spec)
+    keys = []
+    if job.precision in ("int4", "int8"):
+        w = weight_bytes(spec, params, job.precision, upcast_unquantized=job.mode == "qlora")
+        per = w.quantized / max(sum(lin), 1)
+        first = [t.alloc(2 * other[0])]  # the embedding, in registration order
+        for n in lin:  # each 16-bit tensor lands on the GPU, is quantized there, and is released (Params4bit.to)
+            tmp = t.alloc(2 * n)
+            keys.append(t.alloc(int(n * per)))
+            t.free(tmp)
+        rest = first + [t.alloc(2 * n) for n in other[1:]]
+        if job.mode != "qlora":
+            return keys + rest
+        for k, n in zip(rest, other):  # prepare_model_for_kbit_training: param.data = param.data.float()
+            keys.append(t.alloc(4 * n))
+            t.free(k)
+        return keys
+    b = 4 if job.precision == "fp32" else 2
+    keys = [t.alloc(b * n) for n in other[:1] + lin + other[1:]]
+    if b == 2:
+        # Assumption: loading a 16-bit model leaves one embedding-sized block cached. The prefill
+        # calibration rows hold exactly one embedding matrix (vocab x hidden x 2 B) of reserved
+        # memory beyond what their prefill explains; the LoRA rows are consistent with it (their
+        # first logits reuse it). Its origin in transformers' loading is not pinned down.
+        t.free(t.alloc(b * other[0]))
+    return keys
+
+
+def _trainable(spec: ModelSpec, params: ParamCounts, job: Job) -> list[int]:
+    """Element counts of the trainable tensors."""
+    if job.mode == "full":
+        lin, other = _param_elements(spec)
+        return other[:1] + lin + other[1:]
+    if job.mode in ("lora", "qlora"):
+        per = [n for _, i, o in lora_targets(spec, job) for n in (job.lora_r * i, job.lora_r * o)]
+        return per * spec.num_hidden_layers
+    if job.mode == "prompt-tuning":
+        return [job.num_virtual_tokens * spec.hidden_size]
+    return []
+
+
+@lru_cache(maxsize=1)
+def _templates() -> dict:
+    return json.loads(files("planner").joinpath("data/step_ops.json").read_text())
+
+
+def _recipe_name(job: Job) -> str:
+    base = job.mode if job.mode in ("lora", "qlora", "full") else "lora"  # prompt tuning: frozen bf16 base
+    return base + ("-ckpt" if job.gradient_checkpointing else "")
+
+
+def _blocks(events: list) -> list[tuple[str, int | None, list]]:
+    """Split a recorded run at its markers: (kind, recorded layer or None, events)."""
+    out: list[tuple[str, int | None, list]] = [("P", None, [])]
+    for e in events:
+        if e[0] in ("F", "f", "B"):
+            out.append(({"F": "F", "f": "g", "B": "B"}[e[0]], e[1], []))
+        elif e[0] in ("L", "E"):
+            out.append((e[0], None, []))
+        else:
+            out[-1][2].append(e)
+    return out
+
+
+def _alignment(a: list, b: list) -> dict[int, int]:
+    """Map alloc positions of block ``a`` onto block ``b`` (layer 0 differs slightly from the others)."""
+    sa = [tuple(e[2:]) for e in a if e[0] == "+"]
+    sb = [tuple(e[2:]) for e in b if e[0] == "+"]
+    m: dict[int, int] = {}
+    for blk in difflib.SequenceMatcher(a=sa, b=sb, autojunk=False).get_matching_blocks():
+        for k in range(blk.size):
+            m[blk.a + k] = blk.b + k
+    return m
+
+
+@lru_cache(maxsize=None)
+def _parsed(name: str):
+    """A recorded recipe split into blocks, with the layer-0/layer-1 alignments and each
+    recorded tensor's origin (kind, recorded layer, position in its block, block index)."""
+    blocks = _blocks(_templates()["recipes"][name]["events"])
+    top = max(k for _, k, _ in blocks if k is not None)
+    by = {(kind, k): ev for kind, k, ev in blocks if k is not None}
+    align = {kind: (_alignment(by[(kind, 0)], by[(kind, 1)]), _alignment(by[(kind, 1)], by[(kind, 0)]))
+             for kind in ("F", "g", "B") if (kind, 0) in by and (kind, 1) in by}
+    origin: dict[int, tuple] = {}
+    for bi, (kind, k, ev) in enumerate(blocks):
+        pos = 0
+        for e in ev:
+            if e[0] == "+":
+                origin[e[1]] = (kind, k, pos, bi)
+                pos += 1
+    return blocks, align, origin, top
+
+
+def _replay_template(t: Trace, name: str, spec: ModelSpec, job: Job, tok: int, seq: int, step: int,
+                     per_layer_end=None, on_block=None) -> None:
+    """Emit one recorded run (forward, loss, backward) unrolled to the model's layer count."""
+    blocks, align, origin, top = _parsed(name)
+    dims = {"h": spec.hidden_size, "i": spec.intermediate_size * max(1, spec.num_experts_per_tok or 1),
+            "kv": spec.kv_dim, "q": spec.q_dim, "V": spec.vocab_size, "a": spec.num_attention_heads * seq}
+    L = spec.num_hidden_layers
+
+    def rep(r: int) -> int:
+        return 0 if r == 0 else 1
+
+    def key(orig: tuple, layer_of) -> tuple | None:
+        kind, k, pos, bi = orig
+        if k is None:
+            return (step, kind, bi, pos)
+        r = layer_of(k)
+        if not 0 <= r < L:
+            return None
+        src, dst = rep(k if k < 2 else 1), rep(r)
+        if src != dst:
+            amap = align.get(kind)
+            if amap is None:
+                return None
+            pos = amap[0 if src == 0 else 1].get(pos)
+            if pos is None:
+                return None
+        return (step, kind, r, pos)
+
+    live: dict[tuple, int] = {}
+
+    def emit(ev: list, layer_of, kind: str | None, k: int | None, bi: int, own_layer: int | None):
+        pos = 0
+        for e in ev:
+            if e[0] == "+":
+                coef, unit = e[2], e[3]
+                kk = (step, kind, bi, pos) if own_layer is None else (step, kind, own_layer, pos)
+                live[kk] = t.alloc(coef * dims[unit] * tok)
+                pos += 1
+            else:
+                o = origin.get(e[1])
+                kk = key(o, layer_of) if o is not None else None
+                if kk is not None and kk in live:
+                    t.free(live.pop(kk))
+
+    def layer_map(j: int, k: int):
+        return lambda m: j + (m - k)
+
+    def tail_map(m: int) -> int:  # blocks after the forward: the recorded top layers are the real top layers
+        return L - 1 - (top - m) if m > 0 else 0
+
+    for bi, (kind, k, ev) in enumerate(blocks):
+        if k is None:
+            if on_block is not None:
+                on_block(kind, None)
+            emit(ev, tail_map, kind, None, bi, None)
+            continue
+        if kind == "g" and k == top:
+            reals = [L - 1]
+        elif kind == "g":
+            reals = [0] if k == 0 else list(range(1, L - 1))
+        elif kind == "F":
+            if k == 0:
+                reals = [0]
+            elif k == 1:
+                reals = [1] if L > 2 else []
+            else:
+                reals = list(range(2, L)) if L > 2 else [L - 1]
+        else:  # backward runs top down: recorded top = real top, 1 = the middle layers, 0 = layer 0
+            reals = [L - 1] if k == top else ([0] if k == 0 else list(range(L - 2, 0, -1)))
+        for j in reals:
+            if on_block is not None:
+                on_block(kind, j)
+            emit(ev, layer_map(j, k), kind, k, bi, j)
+            if kind == "B" and per_layer_end is not None:
+                per_layer_end(j)
+
+
+class _StepHooks:
+    """What a training step allocates that is not per-token, at its moment in the recorded step:
+    torch.autocast's bf16 weight copies (cached until the forward's autocast region ends; backward
+    keeps those its matmuls saved), QLoRA's dequantized weight in each layer's backward, and each
+    layer's gradients in full fine-tuning."""
+
+    def __init__(self, t: Trace, spec: ModelSpec, job: Job, lin_per_layer: list[int], pb: int):
+        self.t, self.spec, self.job, self.lin, self.pb = t, spec, job, lin_per_layer, pb
+        self.autocast = job.mode == "full" and job.precision == "fp32" and job.compute_dtype != "fp32"
+        self.ckpt = job.gradient_checkpointing
+        self.grads: list[int] = []
+        self.copies: dict[object, list[int]] = {}
+
+    def on_block(self, kind: str, j: int | None) -> None:
+        t, L = self.t, self.spec.num_hidden_layers
+        if not self.autocast:
+            return
+        if kind == "F" and j is not None:
+            self.copies[j] = [t.alloc(2 * n) for n in self.lin]
+        elif kind == "g" and j == L - 1:
+            self.copies["head"] = [t.alloc(2 * self.spec.vocab_size * self.spec.hidden_size)]
+        elif kind == "L" and self.ckpt:  # leaving autocast: recomputation casts again later
+            for j2 in range(L):
+                t.free(*self.copies.pop(j2, []))
+
+    def layer_done(self, j: int) -> None:
+        t = self.t
+        if self.job.mode == "qlora":
+            t.free(t.alloc(2 * max(self.lin)))
+        if self.autocast:
+            t.free(*self.copies.pop("head", []))
+            t.free(*(self.copies.pop(j, []) if not self.ckpt else [t.alloc(2 * n) for n in self.lin]))
+        if self.job.mode == "full":
+            self.grads.extend(t.alloc(self.pb * n) for n in self.lin)
+
+
+def _layers_and_loss(t: Trace, spec: ModelSpec, job: Job, tok: int, seq: int, step: int,
+                     lin_per_layer: list[int], pb: int) -> list[int]:
+    hooks = _StepHooks(t, spec, job, lin_per_layer, pb)
+    _replay_template(t, _recipe_name(job), spec, job, tok, seq, step, hooks.layer_done, hooks.on_block)
+    return hooks.grads
+
+
+def training_trace(spec: ModelSpec, params: ParamCounts, job: Job, state_bytes: int, temp_bytes: int) -> Trace:
+    """Loading, then three steps of the recorded recipe, plus what is not per-token: gradients
+    (allocated as each layer's backward finishes), optimizer states (first step), the foreach
+    AdamW temporary, the cuBLAS workspaces and QLoRA's dequantization buffer."""
+    t = Trace()
+    _load(t, spec, params, job)
+    train = _trainable(spec, params, job)
+    pb = (4 if job.precision == "fp32" else 2) if job.mode == "full" else 4
+    if job.mode != "full":
+        for n in train:
+            t.alloc(4 * n)
+    t.reset_peak()
+    n_train = max(sum(train), 1)
+    seq = job.seq_len + (job.num_virtual_tokens if job.mode == "prompt-tuning" else 0)
+    tok = job.batch_size * seq
+    lin_per_layer = [a * b for _, a, b in linear_shapes(spec)]
+    states: list[int] = []
+    t.alloc(CUBLAS_WORKSPACE)
+    t.alloc(CUBLAS_WORKSPACE)
+    for step in range(STEPS):
+        grads = _layers_and_loss(t, spec, job, tok, seq, step, lin_per_layer, pb)
+        if job.mode == "full":
+            grads += [t.alloc(pb * spec.vocab_size * spec.hidden_size)]
+        else:
+            grads += [t.alloc(pb * n) for n in train]
+        if state_bytes and not states:
+            per = state_bytes / n_train / 2
+            for n in train:
+                states += [t.alloc(int(per * n)), t.alloc(int(per * n))]
+        if temp_bytes:
+            per = temp_bytes / n_train
+            tmp = [t.alloc(int(per * n)) for n in train]
+            t.free(*tmp)
+        t.free(*grads)
+    return t
+
+
+def inference_trace(spec: ModelSpec, params: ParamCounts, job: Job, extra_bytes: int) -> Trace:
+    """Loading, then the recorded prefill under no_grad (each layer writes its K and V into the
+    cache and frees its intermediates); ``extra_bytes`` (adapters, dequantization buffers) are
+    allocated up front."""
+    t = Trace()
+    _load(t, spec, params, job)
+    if extra_bytes:
+        t.alloc(extra_bytes)
+    t.reset_peak()
+    c = 4 if job.precision == "fp32" else 2
+    t.alloc(CUBLAS_WORKSPACE)
+    _replay_template(t, "inference", spec, job, job.batch_size * job.seq_len, job.seq_len, 0)
+    t.alloc(job.batch_size * spec.vocab_size * (c + 4))
+    return t
