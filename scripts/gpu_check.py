@@ -146,14 +146,14 @@ def run_case(case: dict) -> dict:
     tokens = case["seq_len"] * case["batch_size"] * (STEPS if job.is_training else 1)
     t0 = time.perf_counter()
     if job.is_training:
-        from backend.train import Settings, train
+        from backend.train import train
+        from planner.plan import RunSettings, plan_for
 
         data = write_data(work / "data.jsonl", case["seq_len"], records=case["batch_size"] * STEPS)
-        plan = {**est.to_dict(), "training": {"model": case["model_dir"], "dataset": str(data),
-                                              "output_dir": str(work / "run"), "max_steps": STEPS,
-                                              "save_steps": 10_000, "logging_steps": 1,
-                                              "register": False, "track": False}}
-        record = train(plan, Settings.from_plan(plan))
+        plan = plan_for(est, RunSettings(model=case["model_dir"], dataset=str(data), output_dir=str(work / "run"),
+                                         max_steps=STEPS, save_steps=10_000, logging_steps=1, register=False,
+                                         track=False))
+        record = train(plan)
         device = record["device"]["name"]
         path = "backend.train.train (the --execute path)"
     else:

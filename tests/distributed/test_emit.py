@@ -32,10 +32,10 @@ def test_emit_config_for_70b_full_finetune(tmp_path, capsys):
 
 def test_emit_config_text_output_names_the_command(tmp_path, capsys):
     out = tmp_path / "q"
-    assert main(["llama3-70b", "--mode", "qlora", "--seq-len", "4096", "--batch-size", "2",
+    assert main(["llama3-70b", "--mode", "qlora", "--seq-len", "4096", "--batch-size", "3",
                  "--emit-config", str(out), "--no-pricing"]) == 2
     assert "drop --no-pricing" in capsys.readouterr().err
-    assert main(["llama3-70b", "--mode", "qlora", "--seq-len", "4096", "--batch-size", "2", "--emit-config", str(out)]) == 0
+    assert main(["llama3-70b", "--mode", "qlora", "--seq-len", "4096", "--batch-size", "3", "--emit-config", str(out)]) == 0
     text = capsys.readouterr().out
     assert "fsdp-qlora on 2 GPU(s) x 1 machine(s)" in text
     assert f"launch: accelerate launch --config_file {out.resolve()}/accelerate.yaml -m backend.train" in text
