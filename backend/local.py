@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from planner.breakdown import GIB
 from planner.errors import PlannerError
 from planner.plan import Machine, Plan, Strategy
 
@@ -37,39 +36,54 @@ def local_gpu() -> dict[str, Any] | None:
     return {"name": props.name, "total_memory_bytes": int(props.total_memory), "count": torch.cuda.device_count()}
 
 
+def local_fit(est: Any, gpu: dict[str, Any]):
+    """pricing/fit.py's one fit rule on this machine's GPUs (count and memory as torch reports them)."""
+    from pricing import fit
+
+    return fit.fit_machine(est, gpu_memory_bytes=gpu["total_memory_bytes"], gpu_count=gpu.get("count", 1), efa=None)
+
+
+def _refuse_or_force(est: Any, f: Any, gpu: dict[str, Any], line: str, force: bool) -> str:
+    """The line itself when it fits; else refused with what would make it fit (planner/suggest.py)."""
+    if f.fits:
+        return line
+    if not force:
+        from planner.gpuspec import GpuSpec
+        from pricing.localgpu import suggestions_for_gpu
+
+        spec = GpuSpec(gpu.get("count", 1), gpu["total_memory_bytes"], None, "torch.cuda")
+        tries = " or ".join(" ".join(s.flags) for s in suggestions_for_gpu(est, spec)[:3])
+        raise PlannerError(f"{line}; try {tries + ', ' if tries else ''}--backend sagemaker, "
+                           "or --force to try anyway")
+    return f"{line}; running anyway (--force)"
+
+
 def check_fit(est: Any, gpu: dict[str, Any] | None, force: bool) -> list[str]:
     """Refuse (PlannerError) a plan larger than the local GPU unless forced; return notes."""
     if gpu is None:
         return ["no CUDA GPU here: training runs on the CPU, slowly; the plan's memory figures are for a GPU"]
-    need, have = est.total_bytes, gpu["total_memory_bytes"]
-    if need <= have:
-        return [f"fits {gpu['name']}: needs {need / GIB:.1f} GiB of {have / GIB:.1f} GiB"]
-    msg = (f"the plan needs {need / GIB:.1f} GiB on one GPU but the local {gpu['name']} has {have / GIB:.1f} GiB")
-    if not force:
-        raise PlannerError(f"{msg}; try --mode qlora, a shorter --seq-len or smaller --batch-size, "
-                           "--backend sagemaker, or --force to try anyway")
-    return [f"{msg}; running anyway (--force)"]
+    from pricing.fit import needs_text
+
+    f = local_fit(est, {**gpu, "count": 1})
+    head = "fits" if f.fits else "does not fit"
+    return [_refuse_or_force(est, f, {**gpu, "count": 1}, f"{head} {gpu['name']}: {needs_text(f.per_gpu_bytes, f.usable_bytes_per_gpu)}", force)]
 
 
 def local_strategy(est: Any, gpu: dict[str, Any], force: bool) -> tuple[Machine, list[str]]:
-    """With several local GPUs: data-parallel when a replica fits each GPU, else FSDP (FSDP-QLoRA
-    for qlora) when the sharded plan fits; the same per-GPU rules pricing uses (pricing/fit.py).
-    Returns the machine (strategy, GPUs, per-GPU need) for the launcher, and notes."""
-    from pricing import fit
+    """With several local GPUs: the strategy pricing's fit rule picks for them (data-parallel when a
+    replica fits each GPU, else FSDP, FSDP-QLoRA for qlora). Returns the machine (strategy, GPUs,
+    per-GPU need) for the launcher, and notes."""
+    from pricing.fit import needs_text
 
-    n, have = gpu["count"], gpu["total_memory_bytes"]
-    ddp, fsdp = fit.ddp_bytes(est), fit.fsdp_bytes(est, n)
-    if ddp <= have:
-        strategy, need = Strategy.DATA_PARALLEL, ddp
-    else:
-        strategy, need = (Strategy.FSDP_QLORA if est.job.mode == "qlora" else Strategy.FSDP), fsdp
-    note = f"{strategy} over {n} x {gpu['name']}: needs {need / GIB:.1f} GiB per GPU of {have / GIB:.1f} GiB"
-    if need > have:
-        if not force:
-            raise PlannerError(f"{note}; too big even sharded over this machine's GPUs: try --mode qlora, a "
-                               "shorter --seq-len, --backend sagemaker, or --force to try anyway")
-        note += "; running anyway (--force)"
-    return Machine("local", "local", strategy, gpu_count=n, machines=1, per_gpu_bytes=need), [note]
+    n = gpu["count"]
+    f = local_fit(est, gpu)
+    strategy = f.strategy or (Strategy.FSDP_QLORA if est.job.mode == "qlora" else Strategy.FSDP)
+    note = f"{strategy} over {n} x {gpu['name']}: {needs_text(f.per_gpu_bytes, f.usable_bytes_per_gpu)}"
+    if not f.fits:
+        note += "; too big even sharded over this machine's GPUs"
+    note = _refuse_or_force(est, f, gpu, note, force)
+    return Machine("local", "local", strategy, gpu_count=f.gpus_used if f.fits else n, machines=1,
+                   per_gpu_bytes=f.per_gpu_bytes), [note]
 
 
 def check_output_dir(out: Path) -> str | None:

@@ -8,6 +8,7 @@ nvidia-smi memory in MiB; pricing/data/local_gpus.csv); a family name that match
 """
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -59,8 +60,11 @@ def _lookup(name: str, cards: Iterable[Card]) -> Card:
         raise PlannerError(f"--gpu '{name}' is ambiguous: choose one of {', '.join(repr(f) for f in family)}")
     if len(family) == 1:
         return next(c for c in cards if c.name == family[0])
-    known = ", ".join(c.name for c in cards)
-    raise PlannerError(f"unknown GPU '{name}' in --gpu; give its memory instead (e.g. \"24GiB\") or one of: {known}")
+    names = [c.name for c in cards]
+    hint = difflib.get_close_matches(name, names, n=1, cutoff=0.4)
+    did = f"did you mean '{hint[0]}'? " if hint else ""
+    raise PlannerError(f"unknown GPU '{name}'; {did}give its memory instead (e.g. \"24GiB\") or one of: "
+                       f"{', '.join(names)}")
 
 
 def _memory(text: str) -> int | None:

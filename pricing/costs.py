@@ -11,7 +11,7 @@ from planner.errors import PlannerError
 
 from . import choose
 from .catalog import STALE_AFTER_DAYS, age_days
-from .fit import GIB
+from .fit import GIB, needs_text
 
 NOTHING_FITS_EXIT = 1
 
@@ -61,6 +61,7 @@ class PlanCosts:
     local: dict[str, Any] | None = None  # --gpu: largest batch / sequence that fit
     exit_code: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    suggestions: tuple[Any, ...] = ()  # planner.suggest.Suggestion: what would make it fit
 
     def alternatives(self, n: int = 5) -> tuple[choose.Candidate, ...]:
         fitting = [c for c in self.candidates if c.fits and c is not self.recommendation]
@@ -78,7 +79,9 @@ class PlanCosts:
         return d
 
     def to_dict(self) -> dict[str, Any]:
+        more = {"suggestions": [s.to_dict() for s in self.suggestions]} if self.suggestions else {}
         return {
+            **more,
             "recommendation": self._money(self.recommendation) or None,
             "candidates": [c.to_dict() for c in self.candidates],
             "pricing": {
@@ -117,8 +120,8 @@ def nothing_fits_message(near: choose.Candidate | None, est) -> str:
     where = f"{near.gpu_count} GPUs on {near.machines} machines" if near.machines > 1 else f"{near.gpu_count or 1} GPU(s)"
     hint = "try --mode qlora, a shorter --seq-len or smaller --batch-size" if est.job.mode != "qlora" \
         else "try a shorter --seq-len or smaller --batch-size"
-    return (f"nothing fits: closest is {near.platform} {near.instance_type} ({how}, {where}) needing "
-            f"{need:.1f} GiB per GPU with {has:.1f} GiB usable (short by {need - has:.1f} GiB); {hint}")
+    return (f"nothing fits: closest is {near.platform} {near.instance_type} ({how}, {where}): "
+            f"{needs_text(near.per_gpu_bytes, near.usable_bytes_per_gpu)} (short by {need - has:.2f} GiB); {hint}")
 
 
 def plan_costs(est, catalog, *, platform: str = "any", region: str = "us-east-1", spot: bool = False,

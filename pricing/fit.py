@@ -16,7 +16,17 @@ The rules below redistribute its terms by kind (docs/pricing.md, "Fitting rules"
   GPU keeps one); activations, logits and workspace are kept whole (conservative). d must divide
   the number of attention heads and the GPUs of one machine.
 
-Usable memory per GPU = what the provider reports - the CUDA context - SAFETY_MARGIN.
+The per-GPU need under a strategy is figured as the estimate figures ``memory.total_bytes``
+(planner/memory.py): reserved (the strategy's allocated peak x the caching-allocator replay's
+reserved/allocated ratio) + the model's tolerance fraction + kernels and libraries outside the
+pool. On one GPU it is exactly ``memory.total_bytes``. (The replay is of the unsharded step; its
+ratio stands in for a replay of the sharded one, an approximation stated in docs/decisions.md.)
+
+Usable memory per GPU = what the card reports - the CUDA context (the one thing the estimate does
+not count), applied once, with no margin stacked on an estimate already checked against measured
+peaks (issue 10). This module is the one fit rule: pricing's candidates, ``--gpu``
+(pricing/localgpu.py) and ``--execute --backend local`` (backend/local.py) all call
+``fit_machine``; ``needs_text`` is the one way a verdict shows its figures.
 """
 from __future__ import annotations
 
@@ -27,9 +37,6 @@ from typing import Any
 from planner.breakdown import GIB
 from planner.plan import Strategy
 
-# Headroom on top of the estimate's own allocator slack: NCCL buffers, fragmentation spikes,
-# other processes on the GPU. An assumption, stated in docs/pricing.md.
-SAFETY_MARGIN_FRACTION = 0.05
 # Largest multi-machine plan tried unless --max-gpus allows more.
 DEFAULT_MAX_MACHINES = 16
 PER_PARAMETER_KINDS = ("weights", "trainable", "gradients", "optimizer")
@@ -44,30 +51,46 @@ class Fit:
     machines: int
     gpus_per_machine: int
     gpus_used: int
-    per_gpu_bytes: int  # needed per GPU: peak allocated under this strategy + allocator slack
-    usable_bytes_per_gpu: int
+    per_gpu_bytes: int  # needed per GPU: peak allocated under this strategy + the estimate's surplus
+    usable_bytes_per_gpu: int  # what the card reports minus the CUDA context
     reason: str
+    gpu_memory_bytes: int = 0  # what the card reports
 
     def to_dict(self) -> dict[str, Any]:
         return {"fits": self.fits, "strategy": self.strategy, "machines": self.machines,
                 "gpus_per_machine": self.gpus_per_machine, "gpus_used": self.gpus_used,
                 "per_gpu_bytes": self.per_gpu_bytes, "usable_bytes_per_gpu": self.usable_bytes_per_gpu,
-                "reason": self.reason}
+                "gpu_memory_bytes": self.gpu_memory_bytes, "reason": self.reason}
 
 
 def gib(n: float) -> str:
     return f"{n / GIB:.1f}"
 
 
-def usable_bytes(gpu_memory_gib: float, est) -> int:
-    """Reported memory minus the CUDA context and the safety margin."""
-    total = gpu_memory_gib * GIB
-    return int(total - est.cuda_context_bytes - SAFETY_MARGIN_FRACTION * total)
+def needs_text(need: int, usable: int) -> str:
+    """The one "needs X of Y" figure every output shows (GiB, two decimals, as the estimate's table)."""
+    return f"needs {need / GIB:.2f} GiB per GPU of {usable / GIB:.2f} GiB usable"
+
+
+def usable_bytes(gpu_memory_bytes: int, est) -> int:
+    """What the card reports minus the CUDA context (the one part of a run the estimate leaves out)."""
+    return int(gpu_memory_bytes) - est.cuda_context_bytes
+
+
+def gpu_bytes(gpu_memory_gib: float) -> int:
+    """A catalog's GiB figure (nvidia-smi MiB / 1024, or the provider's) as bytes."""
+    return int(round(gpu_memory_gib * GIB))
 
 
 def _with_slack(est, peak: float) -> int:
-    ratio = est.allocator_slack_bytes / est.peak_allocated_bytes if est.peak_allocated_bytes else 0.0
-    return int(math.ceil(peak * (1.0 + ratio)))
+    """What a GPU must hold when the strategy's allocated peak is ``peak``: the estimate's own
+    figures when nothing was redistributed (single GPU: ``total_bytes``), else reserved scaled by
+    the replay's reserved/allocated ratio, its tolerance fraction, and the out-of-pool bytes."""
+    if int(math.ceil(peak)) == est.peak_allocated_bytes or not est.peak_allocated_bytes:
+        return est.total_bytes
+    reserved = int(math.ceil(peak * est.reserved_bytes / est.peak_allocated_bytes))
+    tolerance = int(reserved * est.tolerance_bytes / est.reserved_bytes) if est.reserved_bytes else 0
+    return reserved + tolerance + est.out_of_pool_bytes
 
 
 def _phases(est) -> list[tuple]:
@@ -127,25 +150,27 @@ def tensor_parallel_bytes(est, degree: int) -> int:
     return _with_slack(est, max(phase(t) for t in _phases(est)))
 
 
-def _verdict(need: int, usable: int, gpu_memory_gib: float, what: str) -> str:
-    if need <= usable:
-        return f"fits: {what} needs {gib(need)} GiB per GPU, {gib(usable)} usable"
-    return (f"needs {gib(need)} GiB per GPU ({what}), has {gib(usable)} usable of "
-            f"{gpu_memory_gib:.1f}")
+def _verdict(need: int, usable: int, memory: int, what: str) -> str:
+    head = "fits" if need <= usable else "does not fit"
+    return f"{head}: {what} {needs_text(need, usable)} ({memory / GIB:.2f} GiB card)"
 
 
-def fit_machine(est, *, gpu_memory_gib: float, gpu_count: int, efa: bool = False,
-                max_gpus: int | None = None, max_machines: int = DEFAULT_MAX_MACHINES) -> Fit:
+def fit_machine(est, *, gpu_memory_gib: float | None = None, gpu_count: int, efa: bool | None = False,
+                max_gpus: int | None = None, max_machines: int = DEFAULT_MAX_MACHINES,
+                gpu_memory_bytes: int | None = None) -> Fit:
     """The first strategy (fewest machines, simplest) under which the job fits, or why none does.
 
-    Training uses every GPU of each machine (they are paid for either way); inference uses the
-    smallest tensor-parallel degree that fits on one machine.
+    The card's memory is ``gpu_memory_bytes`` (exact, e.g. from torch or nvidia-smi) or
+    ``gpu_memory_gib`` (a catalog figure). ``efa=None``: the user's own GPUs (one machine, no
+    multi-machine note). Training uses every GPU of each machine (they are paid
+    for either way); inference uses the smallest tensor-parallel degree that fits on one machine.
     """
-    usable = usable_bytes(gpu_memory_gib, est)
+    memory = gpu_memory_bytes if gpu_memory_bytes is not None else gpu_bytes(gpu_memory_gib or 0.0)
+    usable = usable_bytes(memory, est)
 
     def result(need: int, strategy: Strategy, machines: int, used: int, what: str) -> Fit:
         ok = need <= usable
-        return Fit(ok, strategy, machines, gpu_count, used, need, usable, _verdict(need, usable, gpu_memory_gib, what))
+        return Fit(ok, strategy, machines, gpu_count, used, need, usable, _verdict(need, usable, memory, what), memory)
 
     if not est.job.is_training:
         best = result(replica_bytes(est), Strategy.SINGLE_GPU, 1, 1, "one GPU")
@@ -160,7 +185,8 @@ def fit_machine(est, *, gpu_memory_gib: float, gpu_count: int, efa: bool = False
                 return best
         if gpu_count > 1 and not degrees:
             return Fit(False, None, 1, gpu_count, 1, best.per_gpu_bytes, usable,
-                       best.reason + f"; no tensor-parallel degree <= {gpu_count} divides {heads} attention heads")
+                       best.reason + f"; no tensor-parallel degree <= {gpu_count} divides {heads} attention heads",
+                       memory)
         return best
 
     if gpu_count == 1:
@@ -186,5 +212,5 @@ def fit_machine(est, *, gpu_memory_gib: float, gpu_count: int, efa: bool = False
             return best
     if not efa and best.strategy in (fsdp_name, Strategy.DATA_PARALLEL, Strategy.SINGLE_GPU):
         return Fit(False, best.strategy, best.machines, gpu_count, best.gpus_used, best.per_gpu_bytes, usable,
-                   best.reason + "; no EFA, so no multi-machine plan")
+                   best.reason + ("; no EFA, so no multi-machine plan" if efa is not None else ""), memory)
     return best

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from rich.table import Table
 
-from pricing.fit import GIB
+from pricing.fit import GIB, needs_text
 from pricing.timecost import HOURS_PER_MONTH
 
 
@@ -15,6 +15,10 @@ def _usd(x: float | None, digits: int = 2) -> str:
 
 def _gib(x: int | None) -> str:
     return "?" if x is None else f"{x / GIB:.1f}"
+
+
+def _gib2(x: int) -> str:
+    return f"{x / GIB:.2f}"
 
 
 def _money(costs, usd: float | None) -> str:
@@ -44,7 +48,7 @@ def render_costs(console, costs) -> None:
             ("instance", f"{rec.instance_type} on {rec.platform}, {rec.region} ({rec.gpus_per_machine} x {rec.gpu_model} "
                          f"{mem:.2f} GiB per machine)" if mem else rec.instance_type),
             ("strategy", f"{rec.strategy}: {_gpus(rec)}"),
-            ("memory per GPU", f"{_gib(rec.per_gpu_bytes)} GiB needed, {_gib(rec.usable_bytes_per_gpu)} GiB usable"),
+            ("memory per GPU", needs_text(rec.per_gpu_bytes, rec.usable_bytes_per_gpu)),
             ("price", f"{_usd(rec.usd_per_hour, 4)}/h{_money(costs, rec.usd_per_hour)}, "
                       f"{_usd(rec.usd_per_month)}/month of {HOURS_PER_MONTH} h{_money(costs, rec.usd_per_month)}"
                       + (" (spot)" if costs.spot and rec.platform == "ec2" else "")),
@@ -68,6 +72,7 @@ def render_costs(console, costs) -> None:
                           f"{_gib(c.per_gpu_bytes)}/{_gib(c.usable_bytes_per_gpu)}", _usd(c.usd_per_hour),
                           "-" if c.job_hours is None else f"{c.job_hours:,.1f}", _usd(c.job_usd) if c.job_usd else "-")
         console.print(table)
+    _render_suggestions(console, costs)
     fitting = sum(1 for c in costs.candidates if c.fits)
     console.print(f"{len(costs.candidates)} candidates considered, {fitting} fit (`--json` lists each with its reason).")
     for note in costs.notes:
@@ -79,13 +84,29 @@ def _render_local(console, costs) -> None:
     local = costs.local or {}
     console.print()
     console.print(("Fits: " if c.fits else "Does not fit: ") + costs.verdict)
-    console.print(f"  {'memory':<15} {_gib(c.per_gpu_bytes)} GiB needed, {_gib(c.usable_bytes_per_gpu)} GiB usable "
-                  f"of {c.gpu_memory_gib:.2f} GiB ({local.get('memory_mib')} MiB as nvidia-smi reports it)")
+    context = local.get("memory_bytes", 0) - c.usable_bytes_per_gpu
+    console.print(f"  {'memory':<15} {local.get('memory_bytes', 0) / GIB:.2f} GiB per GPU ({local.get('memory_mib')} MiB as "
+                  f"nvidia-smi reports it) - {context / GIB:.2f} GiB CUDA context = {_gib2(c.usable_bytes_per_gpu)} "
+                  "GiB usable")
+    if c.gpus_per_machine > 1:
+        console.print(f"  {'strategy':<15} {c.strategy or '-'} over {c.gpu_count} of {c.gpus_per_machine} GPUs")
     batch, seq = local.get("largest_batch_size"), local.get("largest_seq_len")
     console.print(f"  {'largest batch':<15} {batch if batch is not None else 'none'} at --seq-len {local.get('seq_len')}")
-    console.print(f"  {'largest seq len':<15} {seq if seq is not None else 'none'} at --batch-size {local.get('batch_size')}")
+    console.print(f"  {'largest seq len':<15} {seq if seq is not None else 'none'} at --batch-size {local.get('batch_size')}"
+                  f" (searched up to {local.get('seq_len_searched_up_to'):,}: {local.get('seq_len_cap')})")
+    _render_suggestions(console, costs)
     if c.job_hours is not None:
         console.print(f"  {'job':<15} {c.job_hours:,.1f} h for {costs.tokens:,} tokens x {costs.epochs:g} epoch(s)")
     for note in costs.notes:
         console.print(f"note: {note}")
 
+
+
+def _render_suggestions(console, costs) -> None:
+    """What would make it fit (planner/suggest.py): the flags to append, each checked by re-estimating."""
+    if not costs.suggestions:
+        return
+    console.print("What would make it fit (append to the same command):")
+    for sg in costs.suggestions:
+        flags = " ".join(f'"{f}"' if " " in f else f for f in sg.flags)
+        console.print(f"  {flags:<40} {sg.per_gpu_bytes / GIB:.2f} GiB per GPU: {sg.why}", soft_wrap=True)

@@ -28,8 +28,9 @@ def test_plan_larger_than_the_gpu_is_refused_unless_forced():
     gpu = {"name": "NVIDIA GeForce RTX 4090", "total_memory_bytes": 24 * GIB, "count": 1}
     with pytest.raises(PlannerError) as err:
         check_fit(est, gpu, force=False)
-    assert str(err.value) == (f"the plan needs {est.total_bytes / GIB:.1f} GiB on one GPU but the local NVIDIA GeForce "
-                              "RTX 4090 has 24.0 GiB; try --mode qlora, a shorter --seq-len or smaller --batch-size, "
+    usable = 24 * GIB - est.cuda_context_bytes  # the one fit rule (pricing/fit.py); contract change, issue 10
+    assert str(err.value) == (f"does not fit NVIDIA GeForce RTX 4090: needs {est.total_bytes / GIB:.2f} GiB per GPU of "
+                              f"{usable / GIB:.2f} GiB usable; try --mode lora or --mode qlora, "
                               "--backend sagemaker, or --force to try anyway")
     assert check_fit(est, gpu, force=True)[0].endswith("running anyway (--force)")
     small = estimate("qwen2.5-0.5b", mode="qlora", seq_len=512)
