@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from planner.allocator import ALLOC_CONF_VAR, allocator_env
 from planner.errors import PlannerError
 from planner.plan import Machine, Plan, Strategy
 
@@ -52,7 +53,7 @@ def _refuse_or_force(est: Any, f: Any, gpu: dict[str, Any], line: str, force: bo
         from pricing.localgpu import suggestions_for_gpu
 
         spec = GpuSpec(gpu.get("count", 1), gpu["total_memory_bytes"], None, "torch.cuda")
-        tries = " or ".join(" ".join(s.flags) for s in suggestions_for_gpu(est, spec)[:3])
+        tries = " or ".join(" ".join(s.flags) for s in suggestions_for_gpu(est, spec, more_gpus=False)[:3])
         raise PlannerError(f"{line}; try {tries + ', ' if tries else ''}--backend sagemaker, "
                            "or --force to try anyway")
     return f"{line}; running anyway (--force)"
@@ -154,9 +155,10 @@ def start(run: LocalRun, est: Any) -> LocalResult:
     run.plan_path.write_text(run.plan.to_json())
     if run.machine is not None:  # accelerate launch over this machine's GPUs (backend/distributed)
         from .distributed.launch import run_on_local_gpus
-        code = run_on_local_gpus(est, run.machine, run.plan, run.out, run.gpu_count)
+        code = run_on_local_gpus(est, run.machine, run.plan, run.out, run.gpu_count,
+                                 env=allocator_env(est.job.allocator, os.environ.get(ALLOC_CONF_VAR)))
     else:
-        code = launch(run.plan_path)
+        code = launch(run.plan_path, allocator=est.job.allocator)
     record = run_record.read(run.out)
     message = None
     if code not in (0, 2):
@@ -165,10 +167,11 @@ def start(run: LocalRun, est: Any) -> LocalResult:
     return LocalResult(code, record, message)
 
 
-def launch(plan_path: Path) -> int:
-    """Run the entry script in a child process; its stdout goes to our stderr (stdout is for results)."""
+def launch(plan_path: Path, allocator: str = "caching") -> int:
+    """Run the entry script in a child process; its stdout goes to our stderr (stdout is for results).
+    The allocator policy the plan modelled is set in its environment (planner/allocator.py)."""
     root = str(Path(__file__).resolve().parent.parent)  # so -m backend.train imports this checkout
-    env = dict(os.environ)
+    env = {**os.environ, **allocator_env(allocator, os.environ.get(ALLOC_CONF_VAR))}
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
     env, dies_with_us = lifeline.child_env(env), lifeline.preexec(os.getpid())  # kill -9 of plan ends it
     cmd = [sys.executable, "-m", "backend.train", "--plan", str(plan_path)]

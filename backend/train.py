@@ -80,6 +80,9 @@ def train(plan: Plan, *, restart: bool = False) -> dict[str, Any]:
         "measured_peak_allocated_bytes": None, "device": device,
         # the strategy launched and the per-GPU figure pricing fitted for it (one GPU: the plan's total)
         "strategy": plan.strategy.value,
+        # the allocator policy the plan modelled and what this process really runs with (issue 10)
+        "allocator": {"policy": plan.memory.get("allocator", "caching"),
+                      "PYTORCH_CUDA_ALLOC_CONF": os.environ.get("PYTORCH_CUDA_ALLOC_CONF")},
         "predicted_per_gpu_bytes": (plan.distributed or {}).get("per_gpu_bytes", plan.memory.get("total_bytes")),
         "resumed_from": [*previous.get("resumed_from", []), *([str(resume)] if resume else [])],
         "discarded_checkpoints": [*previous.get("discarded_checkpoints", []), *map(str, discarded)],

@@ -229,3 +229,16 @@ class Trace:
     def free(self, *keys: int) -> None:
         for k in keys:
             self.events.append(("free", k, 0))
+
+
+ALLOC_CONF_VAR = "PYTORCH_CUDA_ALLOC_CONF"
+
+
+def allocator_env(policy: str, current: str | None = None) -> dict[str, str]:
+    """The environment a run needs for the allocator policy the plan modelled (``--allocator``):
+    ``expandable`` is PyTorch's ``expandable_segments:True`` (torch.cuda memory-management docs),
+    added to the user's own ``current`` options unless they already say expandable_segments;
+    ``caching`` is the default and sets nothing. The backends add this to the trainer's environment."""
+    if policy != "expandable" or (current and "expandable_segments" in current):
+        return {}
+    return {ALLOC_CONF_VAR: ",".join(o for o in (current, "expandable_segments:True") if o)}

@@ -254,3 +254,13 @@ def _training(spec: ModelSpec, params: ParamCounts, job: Job):
         notes.append("without gradient checkpointing QLoRA's fp32 q/k/v use SDPA's math kernel, which keeps "
                      "seq x seq attention probabilities per layer")
     return terms, phase, tuple(notes), tuple((name, tuple(ts)) for name, ts in phases)
+
+
+def context_warning(spec: ModelSpec, job: Job) -> str | None:
+    """One line when --seq-len goes beyond the model's trained context (``max_position_embeddings``):
+    the estimate still holds for the memory, but the model was not trained for such positions."""
+    ctx = spec.max_position_embeddings
+    if ctx and job.seq_len > ctx:
+        return (f"--seq-len {job.seq_len:,} is beyond {spec.name}'s context of {ctx:,} tokens "
+                "(max_position_embeddings): quality past it is not what the model was trained for")
+    return None

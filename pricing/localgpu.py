@@ -63,8 +63,9 @@ def gpu_label(gpu: GpuSpec) -> str:
     return what if gpu.count == 1 else f"{gpu.count}x {what}"
 
 
-def suggestions_for_gpu(est, gpu: GpuSpec) -> tuple:
-    """planner/suggest.py with this module's fit rule on the user's cards (more of them for "--gpu Nx")."""
+def suggestions_for_gpu(est, gpu: GpuSpec, *, more_gpus: bool = True) -> tuple:
+    """planner/suggest.py with this module's fit rule on the user's cards (more of them for "--gpu Nx"
+    unless ``more_gpus`` is False: a machine's own GPUs are what they are)."""
     from dataclasses import replace
 
     from planner.suggest import Verdict, suggest
@@ -73,7 +74,7 @@ def suggestions_for_gpu(est, gpu: GpuSpec) -> tuple:
         f = fit_spec(e, replace(gpu, count=n))
         return Verdict(f.fits, f.per_gpu_bytes, f.strategy)
     name = gpu.name or f"{gpu.memory_bytes // 1024**2}MiB"
-    return suggest(est.model, est.job, check, gpu_count=gpu.count, gpu_name=name)
+    return suggest(est.model, est.job, check, gpu_count=gpu.count, gpu_name=name if more_gpus else None)
 
 
 def local_costs(est, catalog, gpu_spec: str, *, tokens: int | None = None, tokens_source: str | None = None,

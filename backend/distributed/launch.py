@@ -31,7 +31,7 @@ def recommended_machine(costs: Any) -> Machine:
     """The machine pricing recommends (``costs.recommendation``, a typed Candidate), or a clear error."""
     if costs is None:
         raise PlannerError("--emit-config needs a priced plan to know how many GPUs to launch; drop --no-pricing")
-    if costs.recommendation is None:
+    if costs.recommendation is None or not costs.recommendation.fits:  # --gpu keeps a non-fitting one
         raise PlannerError("nothing fits this plan, so there is no launch configuration to write; "
                            "see the candidates above (--max-gpus, --platform, a smaller --seq-len)")
     return Machine.of(costs.recommendation)
@@ -146,13 +146,14 @@ def validate_dir(dir: Path) -> bool:
     return True
 
 
-def run_on_local_gpus(est: Any, machine: Machine, plan: Plan, out: Path, gpus: int) -> int:
+def run_on_local_gpus(est: Any, machine: Machine, plan: Plan, out: Path, gpus: int,
+                      env: dict[str, str] | None = None) -> int:
     """``--execute --backend local`` on a machine with ``gpus`` > 1 GPUs: the plan's strategy over
     this machine's GPUs under ``accelerate launch``; launch files go to OUT/launch."""
     out = Path(out)
     cfg = plan_launch(est, machine, entry_args=("--plan", str((out / PLAN_FILE).resolve())), num_processes=gpus)
     _write(out / PLAN_FILE, plan.with_(distributed=dict(cfg.metadata)).to_json())
-    return launch_local(cfg, out / "launch")
+    return launch_local(cfg, out / "launch", env=env)
 
 
 def launch_local(cfg: LaunchConfig, dir: Path, plan: Plan | None = None, *,

@@ -17,6 +17,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from planner.allocator import allocator_env
 from planner.plan import Machine, Plan, RunSettings, plan_for
 
 from .errors import SageMakerError, aws_errors
@@ -160,6 +161,7 @@ def prepare(model_name: str, est: Any, costs: Any, opts: Any, session: Any) -> T
     if choice.instance_count * choice.gpus_per_instance > 1:
         from .sharding import launch_settings
         env, _block = launch_settings(est, Machine.of(sagemaker_candidate(costs)))
+    env = {**env, **allocator_env(est.job.allocator)}  # --allocator expandable (issue 10)
     return build_training_request(
         model_name=model_name, hf_id=est.model.hf_id or model_name, mode=est.job.mode,
         params=int(est.params.total), choice=choice, region=session.region_name, role_arn=role,

@@ -75,6 +75,10 @@ def plan(
               optimizer=optimizer, attention=attention, adapters=adapters, max_lora_rank=max_lora_rank,
               allocator=allocator)
     est = estimate(model, job)
+    from ..memory import context_warning  # issue 10: one line, on stderr
+    if (beyond := context_warning(est.model, job)) is not None:
+        from .output import warn
+        warn(beyond)
     result = est.to_dict()
     vllm = None
     if job.adapters:  # the production twin of `plan serve` (planner/vllm.py)

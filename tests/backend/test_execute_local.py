@@ -75,9 +75,11 @@ def test_bad_inputs_are_one_line_errors_before_any_training(tmp_path, capsys, ti
 
 
 @pytest.mark.slow
-def test_cli_trains_end_to_end_and_prints_json(tmp_path, capsys, tiny_model, facts_file):
+def test_cli_trains_end_to_end_and_prints_json(tmp_path, capsys, tiny_model, facts_file, monkeypatch):
+    monkeypatch.delenv("PYTORCH_CUDA_ALLOC_CONF", raising=False)
     out = tmp_path / "cli-run"
     code, stdout, err = cli(capsys, str(tiny_model), "--mode", "qlora", "--seq-len", "32", "--batch-size", "4",
+                            "--allocator", "expandable",
                             "--lora-r", "8", "--lora-alpha", "16", "--no-pricing", "--execute", "--yes",
                             "--dataset", str(facts_file), "--output-dir", str(out), "--max-steps", "6",
                             "--save-steps", "3", "--learning-rate", "0.03", "--experiment", "cli", "--json")
@@ -88,6 +90,8 @@ def test_cli_trains_end_to_end_and_prints_json(tmp_path, capsys, tiny_model, fac
     assert result["run"]["predicted_peak_allocated_bytes"] == result["memory"]["peak_allocated_bytes"]
     assert result["run"]["adapter"] == "cli-run" and result["run"]["mlflow"]["experiment"] == "cli"
     assert "no CUDA GPU here: training runs on the CPU" in err
+    # the child ran with the policy the plan modelled, and run.json says so (issue 10)
+    assert result["run"]["allocator"] == {"policy": "expandable", "PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True"}
     plan = json.loads((out / "plan.json").read_text())
     assert plan["training"]["model"] == str(tiny_model) and plan["training"]["max_steps"] == 6
     code, _, err = cli(capsys, str(tiny_model), "--mode", "qlora", "--no-pricing", "--execute", "--yes",

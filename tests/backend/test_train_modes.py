@@ -129,3 +129,24 @@ def test_bad_plan_and_settings_are_one_line_errors(tmp_path, capsys, tiny_model,
     bad = write_jsonl(tmp_path / "bad.jsonl", [{"prompt": "a", "completion": "b"}, {"prompt": "a"}])
     assert main(["--plan", str(write_plan(tmp_path / "p.json", plan)), "--dataset", str(bad)]) == 2
     assert capsys.readouterr().err == f"error: {bad} line 2: missing 'completion'\n"
+
+
+def test_fsdp_qlora_is_the_pure_bf16_recipe(tiny_model):
+    """Issue 10: bf16 storage of the 4-bit weights, bf16 norms/embeddings and adapters, no
+    prepare_model_for_kbit_training (which would make norms and embeddings fp32)."""
+    import torch
+
+    from backend.recipes import recipe_for
+    from planner.job import Job
+    from planner.plan import Strategy
+
+    job = Job(mode="qlora", precision="int4", attention="sdpa", gradient_checkpointing=True,
+              lora_r=8, lora_alpha=16, lora_dropout=0.0, lora_targets="all-linear")
+    recipe = recipe_for(job, Strategy.FSDP_QLORA)
+    assert recipe.name == "fsdp-qlora"
+    model = recipe.wrap(recipe.load(str(tiny_model), job, torch.bfloat16, {"type": "cpu"},
+                                    {"bnb_4bit_quant_storage": "bfloat16"}), job)
+    floats = {p.dtype for p in model.parameters() if p.is_floating_point()}
+    assert floats == {torch.bfloat16}, floats  # one dtype: FSDP can flatten it
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    assert trainable and all(p.dtype == torch.bfloat16 for p in trainable)

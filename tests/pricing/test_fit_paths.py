@@ -124,3 +124,9 @@ def test_bad_input_is_one_line(capsys, args, needle):
     code, out, err = run(capsys, "llama3-8b", *args)
     lines = err.strip().splitlines()
     assert code == 2 and len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], err
+
+
+def test_seq_len_beyond_the_context_is_one_warning(capsys):
+    code, out, err = run(capsys, "llama3-8b", "--seq-len", "10000", "--no-pricing", "--json")
+    warnings = [line for line in err.splitlines() if line.startswith("warning: ")]
+    assert code == 0 and len(warnings) == 1 and "beyond Meta-Llama-3-8B's context of 8,192" in warnings[0]
