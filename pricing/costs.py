@@ -138,6 +138,7 @@ def plan_costs(est, catalog, *, platform: str = "any", region: str = "us-east-1"
     notes = list(notes)
     near = None
     exit_code = 0
+    suggested: tuple = ()
     if best is not None:
         what = "job cost" if objective == "job_usd" else "cost per hour"
         verdict = f"cheapest fitting plan by {what}: {best.platform} {best.instance_type}"
@@ -155,6 +156,8 @@ def plan_costs(est, catalog, *, platform: str = "any", region: str = "us-east-1"
         near = choose.closest(cands)
         verdict = nothing_fits_message(near, est)
         exit_code = NOTHING_FITS_EXIT
+        from .suggestions import suggestions_for_catalog  # issue 10: what would make it fit
+        suggested = suggestions_for_catalog(est, catalog, platform=platform, max_gpus=max_gpus)
     if est.job.is_training and tokens is None:
         notes.append("no --tokens or --dataset: ranked by cost per hour; give them for job hours and job cost")
     if objective == "job_usd" and best is not None:
@@ -164,4 +167,4 @@ def plan_costs(est, catalog, *, platform: str = "any", region: str = "us-east-1"
     return PlanCosts(recommendation=best, candidates=cands, objective=objective, platform=platform, region=region,
                      spot=spot, tokens=tokens, tokens_source=tokens_source, epochs=epochs, money=money,
                      closest=near, verdict=verdict, warnings=tuple(warnings), notes=tuple(notes),
-                     exit_code=exit_code)
+                     exit_code=exit_code, suggestions=suggested)

@@ -130,3 +130,13 @@ def test_seq_len_beyond_the_context_is_one_warning(capsys):
     code, out, err = run(capsys, "llama3-8b", "--seq-len", "10000", "--no-pricing", "--json")
     warnings = [line for line in err.splitlines() if line.startswith("warning: ")]
     assert code == 0 and len(warnings) == 1 and "beyond Meta-Llama-3-8B's context of 8,192" in warnings[0]
+
+
+def test_nothing_in_the_catalog_fits_suggests_changes_that_fit(capsys):
+    cmd = ["llama3.1-405b", "--mode", "full", "--max-gpus", "8", "--json"]
+    code, out, _ = run(capsys, *cmd)
+    d = json.loads(out)
+    assert code == 1 and d["recommendation"] is None and d["suggestions"]
+    s = d["suggestions"][-1]
+    code, out, _ = run(capsys, *cmd, *s["flags"])
+    assert code == 0 and json.loads(out)["recommendation"]["fits"] is True, s
