@@ -55,11 +55,16 @@ def total(terms, *kinds):
 
 
 def slack(est, peak):
-    return math.ceil(peak * (1 + est.allocator_slack_bytes / est.peak_allocated_bytes))
+    """Issue 10's one rule: total_bytes on one GPU; else reserved scaled by the replay's ratio,
+    its tolerance fraction, and the out-of-pool bytes (docs/pricing.md)."""
+    if math.ceil(peak) == est.peak_allocated_bytes:
+        return est.total_bytes
+    reserved = math.ceil(peak * est.reserved_bytes / est.peak_allocated_bytes)
+    return reserved + int(reserved * est.tolerance_bytes / est.reserved_bytes) + est.out_of_pool_bytes
 
 
 def usable(est, gib):
-    return int(gib * GIB - est.cuda_context_bytes - 0.05 * gib * GIB)
+    return round(gib * GIB) - est.cuda_context_bytes  # no margin on top (issue 10)
 
 
 def need(est, strategy, n):
