@@ -154,15 +154,18 @@ def check_limits(est, tokens: int | None, *, max_hours: float | None, max_cost: 
 
 
 def _over_limits_message(limited, max_hours, max_cost) -> str:
-    flags = " and ".join(f for f, v in (("--max-hours", max_hours), ("--max-cost", max_cost)) if v is not None)
+    given = [(f, t) for f, v, t in (("--max-hours", max_hours, f"--max-hours {max_hours}"),
+                                     ("--max-cost", max_cost, f"--max-cost ${max_cost}")) if v is not None]
+    flags, limits = " and ".join(f for f, _ in given), " and ".join(t for _, t in given)
     priced = [c for c in limited if c.job_usd is not None]
     by_time = max_cost is None  # a deadline alone: show the fastest, else the cheapest
     best = min(priced, key=lambda c: c.job_hours if by_time else c.job_usd, default=None)
     if best is None:
         return f"nothing fits within {flags}: no fitting candidate has a known job cost and time"
-    return (f"nothing fits within {flags}: the {'fastest' if by_time else 'cheapest'} fitting job is {best.platform} {best.instance_type} "
-            f"({best.region}) at ${best.job_usd:,.4f}, {best.job_hours * 60:,.1f} min including "
-            f"{best.overhead_hours * 60:,.1f} min of start-up; raise {flags} or plan a smaller job")
+    return (f"nothing fits within {flags}: the {'fastest' if by_time else 'cheapest'} fitting job, "
+            f"{best.platform} {best.instance_type} ({best.region}), costs ${best.job_usd:,.4f} and takes "
+            f"{best.job_hours * 60:,.1f} min including {best.overhead_hours * 60:,.1f} min of start-up: over "
+            f"{limits}; raise {flags} or plan a smaller job")
 
 
 def plan_costs(est, catalog, *, platform: str = "any", region: str = "us-east-1", spot: bool = False,

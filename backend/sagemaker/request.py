@@ -120,6 +120,11 @@ def sagemaker_candidate(costs: Any) -> Any:
     if rec is not None and _is_sagemaker(rec) and rec.fits:
         return rec
     options = [c for c in costs.candidates if _is_sagemaker(c) and c.fits]
+    limited = [c for c in costs.candidates if _is_sagemaker(c) and ("over --max-cost" in c.reason
+                                                                     or "over --max-hours" in c.reason)]
+    if not options and limited:  # pricing applied --max-cost / --max-hours (start-up included)
+        c = limited[0]
+        raise SageMakerError(f"no SageMaker instance is within the limits: {c.instance_type} {c.reason}")
     if not options:
         raise SageMakerError("no SageMaker instance fits this plan; try --platform sagemaker with more "
                              "--max-gpus, a smaller --seq-len/--batch-size, or --mode qlora")
