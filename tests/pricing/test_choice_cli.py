@@ -201,3 +201,23 @@ def test_fit_is_coloured_on_a_terminal(catalog):
     console = Console(file=buf, width=100, force_terminal=True, color_system="standard")
     render_costs(console, plan_costs(estimate("llama3.1-405b", mode="full"), catalog, max_gpus=8))
     assert "\x1b[31mNothing to recommend" in buf.getvalue()
+
+
+def test_sagemaker_spot_request_is_priced_at_the_managed_spot_estimate(catalog):
+    from backend.sagemaker.request import build_training_request, sagemaker_choice
+
+    est = estimate("llama3-8b", mode="qlora")
+    spot = plan_costs(est, catalog, platform="sagemaker", tokens=10**8, spot=True)
+    rec = spot.recommendation
+    assert rec.usage == "spot" and rec.price_estimated
+    choice = sagemaker_choice(spot)
+    assert choice.usd_per_hour == rec.usd_per_hour_per_machine
+    od = catalog.price("sagemaker", rec.instance_type, rec.region, "training").usd_per_hour
+    assert choice.usd_per_hour < od  # the estimate, not the on-demand training price
+    r = build_training_request(model_name="llama3-8b", hf_id="meta-llama/Meta-Llama-3-8B", mode="qlora",
+                               params=est.params.total, choice=choice, region="us-east-1",
+                               role_arn="arn:aws:iam::123456789012:role/x", bucket="b", dataset="s3://b/d",
+                               image_uri="img", stamp="20260101000000", spot=True)
+    assert r.estimated_usd == round(rec.job_usd, 2)
+    assert any("managed-spot estimate" in n for n in r.notes)
+    assert not any("on-demand price" in n for n in r.notes)
