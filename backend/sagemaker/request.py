@@ -44,7 +44,7 @@ class SageMakerChoice:
     instance_type: str
     instance_count: int
     gpus_per_instance: int
-    usd_per_hour: float | None     # per machine (None: no price known)
+    usd_per_hour: float | None     # per machine; with spot the managed-spot estimate (None: no price known)
     job_hours: float | None
     job_usd: float | None          # all instances, whole job
     strategy: Strategy | None = None  # pricing's strategy
@@ -81,7 +81,7 @@ class TrainingRequest:
     output_s3_uri: str
     checkpoint_s3_uri: str
     tags: tuple[tuple[str, str], ...]
-    usd_per_hour: float | None       # per machine, on-demand (managed spot is billed less)
+    usd_per_hour: float | None       # per machine: the training price, or with spot the managed-spot estimate
     estimated_hours: float | None
     estimated_usd: float | None
     max_usd: float | None            # the cost if the job runs until max runtime
@@ -120,6 +120,11 @@ def sagemaker_candidate(costs: Any) -> Any:
     if rec is not None and _is_sagemaker(rec) and rec.fits:
         return rec
     options = [c for c in costs.candidates if _is_sagemaker(c) and c.fits]
+    limited = [c for c in costs.candidates if _is_sagemaker(c) and ("over --max-cost" in c.reason
+                                                                     or "over --max-hours" in c.reason)]
+    if not options and limited:  # pricing applied --max-cost / --max-hours (start-up included)
+        c = limited[0]
+        raise SageMakerError(f"no SageMaker instance is within the limits: {c.instance_type} {c.reason}")
     if not options:
         raise SageMakerError("no SageMaker instance fits this plan; try --platform sagemaker with more "
                              "--max-gpus, a smaller --seq-len/--batch-size, or --mode qlora")
@@ -228,7 +233,8 @@ def build_training_request(*, model_name: str, hf_id: str, mode: str, params: in
     if choice.job_hours is None:
         notes.append("the plan has no time estimate (give --tokens or --dataset); max runtime set to 24 h")
     if spot:
-        notes.append("costs use the on-demand price; managed spot bills the (lower) spot price actually used")
+        notes.append("costs use the managed-spot estimate (pricing's EC2 spot discount applied to the SageMaker "
+                     "training price; AWS publishes none); SageMaker bills the spot price actually used")
     if max_cost is not None:
         if max_cost <= 0:
             raise SageMakerError(f"--max-cost must be positive, got {max_cost}")

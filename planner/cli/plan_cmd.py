@@ -40,11 +40,13 @@ def plan(
     max_lora_rank: Optional[int] = typer.Option(None, "--max-lora-rank", help="Inference with --adapters: largest adapter rank (default --lora-r)."),
     # pricing (issue: pricing)
     platform: str = typer.Option("any", "--platform", help="ec2 | sagemaker | any"),
-    region: str = typer.Option("us-east-1", "--region"),
-    spot: bool = typer.Option(False, "--spot", help="Use spot prices where known."),
+    region: str = typer.Option("us-east-1", "--region", help="AWS region, or 'any' to search every region."),
+    spot: bool = typer.Option(False, "--spot", help="Use spot prices (EC2 spot; SageMaker managed spot, estimated)."),
+    objective: Optional[str] = typer.Option(None, "--objective", help="job-cost | hourly | time (default: job-cost with --tokens/--dataset, else hourly)."),
+    max_hours: Optional[float] = typer.Option(None, "--max-hours", help="Deadline: only plans whose job takes at most H hours."),
     gpu: Optional[str] = typer.Option(None, "--gpu", help="Check your own GPU instead of pricing cloud machines (e.g. 'RTX 4090')."),
     max_gpus: Optional[int] = typer.Option(None, "--max-gpus"),
-    tokens: Optional[int] = typer.Option(None, "--tokens", help="Training tokens per epoch (for job time and cost)."),
+    tokens: Optional[str] = typer.Option(None, "--tokens", help="Training tokens per epoch (for job time and cost): 50000000, 50M, 2B, 1.5e9."),
     dataset: Optional[str] = typer.Option(None, "--dataset", help="Training data (JSONL/JSON/CSV/Parquet, or s3:// for SageMaker)."),
     epochs: float = typer.Option(1.0, "--epochs"),
     currency: Optional[str] = typer.Option(None, "--currency", help="Also show costs in this currency (needs --usd-rate)."),
@@ -62,7 +64,7 @@ def plan(
     experiment: Optional[str] = typer.Option(None, "--experiment", help="MLflow experiment name."),
     role: Optional[str] = typer.Option(None, "--role", help="SageMaker execution role ARN."),
     bucket: Optional[str] = typer.Option(None, "--bucket"),
-    max_cost: Optional[float] = typer.Option(None, "--max-cost", help="Refuse a job estimated to cost more (USD)."),
+    max_cost: Optional[float] = typer.Option(None, "--max-cost", help="Refuse a job estimated to cost more (USD, start-up included)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="SageMaker: print the request, create nothing."),
     wait: bool = typer.Option(False, "--wait", help="SageMaker: wait for the job to finish."),
     emit_config: Optional[Path] = typer.Option(None, "--emit-config", help="Write the multi-GPU launch configuration here."),
@@ -87,7 +89,7 @@ def plan(
         from .price_request import price_request  # pricing is light: csv + dataclasses
         costs = price_request(est, platform=platform, region=region, spot=spot, gpu=gpu, max_gpus=max_gpus,
                               tokens=tokens, dataset=dataset, epochs=epochs, currency=currency,
-                              usd_rate=usd_rate)
+                              usd_rate=usd_rate, objective=objective, max_hours=max_hours, max_cost=max_cost)
         if costs is not None:
             result.update(costs.to_dict())
 
@@ -112,8 +114,14 @@ def plan(
         opts = ExecuteOptions(backend=backend, dataset=dataset, yes=yes, force=force, output_dir=output_dir,
                               max_steps=max_steps, epochs=epochs, learning_rate=learning_rate,
                               save_steps=save_steps, experiment=experiment, role=role, bucket=bucket,
-                              region=region, spot=spot, max_cost=max_cost, dry_run=dry_run, wait=wait,
+                              region=_launch_region(region, costs), spot=spot, max_cost=max_cost, dry_run=dry_run, wait=wait,
                               emit_config=emit_config, execute=execute, as_json=as_json)
         code = run_plan(model, est, costs, opts)
         if code:
             raise typer.Exit(code)
+
+
+def _launch_region(region: str, costs) -> str:
+    """--region any: launch where the recommendation is (pricing named the region it chose)."""
+    rec = getattr(costs, "recommendation", None)
+    return rec.region if region == "any" and rec is not None else region
