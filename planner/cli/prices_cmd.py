@@ -25,7 +25,9 @@ def refresh_cmd(
     require_extra("plan prices refresh", "aws", *AWS_MODULES[:2])
     from pricing.refresh import refresh
 
-    result = refresh(region or ["us-east-1"])
+    from .progress import waiting
+    with waiting("the AWS Price List API"):
+        result = refresh(region or ["us-east-1"])
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2))
         return

@@ -52,7 +52,7 @@ RULES: dict[str, Rule] = {
     "--max-gpus": Rule(lo=1, hi=2**16),
     "--tokens": Rule(lo=1, hi=10**15),
     "--epochs": Rule(lo=0, lo_open=True, hi=10**6),
-    "--usd-rate": POSITIVE,
+    "--usd-rate": Rule(lo=0, lo_open=True, hi=10**9),
     "--max-steps": COUNT,
     "--learning-rate": Rule(lo=0, lo_open=True, hi=10),
     "--save-steps": COUNT,
