@@ -13,13 +13,14 @@ from typing import Optional
 import typer
 
 from . import DEFAULT_COMMAND, app
-from .output import console
+from .output import console, warn
 from ..estimate import estimate
 from ..job import Job
 
 
 @app.command(DEFAULT_COMMAND, hidden=True, no_args_is_help=True)
 def plan(
+    ctx: typer.Context,
     model: str = typer.Argument(..., help="Alias (llama3-70b), Hugging Face id, config.json or model directory."),
     mode: str = typer.Option("qlora", "--mode", "-m", help="inference | full | lora | qlora | prompt-tuning"),
     precision: Optional[str] = typer.Option(None, "--precision", help="fp32 | bf16 | fp16 | int8 | int4 (default: the mode's standard recipe)"),
@@ -65,18 +66,24 @@ def plan(
     role: Optional[str] = typer.Option(None, "--role", help="SageMaker execution role ARN."),
     bucket: Optional[str] = typer.Option(None, "--bucket"),
     max_cost: Optional[float] = typer.Option(None, "--max-cost", help="Refuse a job estimated to cost more (USD, start-up included)."),
+    restart: bool = typer.Option(False, "--restart", help="Local run: start over, moving the folder's checkpoints aside (not deleted)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="SageMaker: print the request, create nothing."),
     wait: bool = typer.Option(False, "--wait", help="SageMaker: wait for the job to finish."),
     emit_config: Optional[Path] = typer.Option(None, "--emit-config", help="Write the multi-GPU launch configuration here."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object to stdout."),
 ) -> None:
     """Estimate GPU memory for MODEL and MODE, find the cheapest machine, optionally run it."""
+    from .validate import check_flags, context_note, plan_conflicts  # issue 13: numbers and combinations
+    check_flags(ctx)
+    plan_conflicts(ctx)
     job = Job(mode=mode, precision=precision, seq_len=seq_len, batch_size=batch_size,
               gradient_checkpointing=gradient_checkpointing, lora_r=lora_r, lora_alpha=lora_alpha,
               lora_dropout=lora_dropout, lora_targets=lora_targets, num_virtual_tokens=num_virtual_tokens,
               optimizer=optimizer, attention=attention, adapters=adapters, max_lora_rank=max_lora_rank,
               allocator=allocator)
     est = estimate(model, job)
+    if context_note(est):
+        warn(context_note(est))
     result = est.to_dict()
     vllm = None
     if job.adapters:  # the production twin of `plan serve` (planner/vllm.py)
@@ -115,7 +122,7 @@ def plan(
                               max_steps=max_steps, epochs=epochs, learning_rate=learning_rate,
                               save_steps=save_steps, experiment=experiment, role=role, bucket=bucket,
                               region=_launch_region(region, costs), spot=spot, max_cost=max_cost, dry_run=dry_run, wait=wait,
-                              emit_config=emit_config, execute=execute, as_json=as_json)
+                              emit_config=emit_config, execute=execute, as_json=as_json, restart=restart)
         code = run_plan(model, est, costs, opts)
         if code:
             raise typer.Exit(code)

@@ -136,7 +136,7 @@ def test_max_hours_is_a_deadline(catalog):
     (["--objective", "time"], "--objective time needs a training job with --tokens or --dataset"),
     (["--max-hours", "5"], "--max-hours needs a training job with --tokens or --dataset"),
     (["--tokens", "1e8", "--max-hours", "-1"], "--max-hours must be a positive number"),
-    (["--tokens", "1e8", "--max-cost", "nan"], "--max-cost must be a positive number"),
+    (["--tokens", "1e8", "--max-cost", "nan"], "--max-cost must be a finite number, got nan"),
     (["--tokens", "nan"], "--tokens must be a positive number of tokens such as 50000000, 50M"),
     (["--tokens", "inf"], "--tokens must be a positive number of tokens"),
     (["--tokens", "-5"], "--tokens must be a positive integer"),
