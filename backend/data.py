@@ -353,8 +353,11 @@ def hf_dataset(ds: DataSet, rows: tuple[int, ...] | None = None):
     try:
         if path.is_file():
             builder = _BUILDERS[path.suffix.lower()]
-            # csv: every cell a string (pandas would read "42" as a number and "" as NaN)
-            options = {"dtype": str, "keep_default_na": False} if builder == "csv" else {}
+            options: dict[str, Any] = {}
+            if builder == "csv":  # every cell a string: pandas would read "42" as a number and "" as NaN
+                columns = list(_COLUMNS[ds.format])
+                options = {"usecols": columns, "keep_default_na": False, "encoding": "utf-8-sig",
+                           "features": datasets.Features({c: datasets.Value("string") for c in columns})}
             if path.suffix.lower() == ".json" and isinstance(json.loads(path.read_text("utf-8-sig")), dict):
                 options["field"] = "data"
             out = datasets.load_dataset(builder, data_files=str(path), split="train", **options)
