@@ -8,8 +8,11 @@ Runs the same on a laptop and inside a SageMaker container::
 the estimate, the machine and strategy, and the run settings (model, dataset, output_dir, steps or
 epochs, learning rate, save interval, experiment); flags override the settings. How each mode
 loads, wraps and trains is its recipe (backend/recipes/: qlora, lora, full, prompt tuning,
-fsdp-qlora); the steps below are shared. Training is TRL's SFTTrainer; rerunning with the same
-output folder resumes from the last complete checkpoint.
+fsdp-qlora); the steps ``train`` names are shared, each a short function below it (what they
+share is one ``Run``). The data is checked by ``backend.data.preflight`` before torch loads and read
+for the trainer by ``datasets``. Training is TRL's SFTTrainer; rerunning with the same output
+folder resumes from the last complete checkpoint. On SageMaker the only hyperparameter is
+``--plan plan.json``: the plan carries every run setting.
 """
 from __future__ import annotations
 
