@@ -4,6 +4,9 @@
 hours, price), the account's role and bucket, and the run options go in; a
 ``TrainingRequest`` comes out. ``--dry-run`` prints it, ``launch`` turns it into a
 ``ModelTrainer`` call, and the tests assert on it. Secrets appear here by name only.
+
+The run settings travel in one place: plan.json beside the entry script (``container_settings``
+builds them with the container's paths). The job's hyperparameters only point at that file.
 """
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping
 
 from backend import execute
-from planner.plan import Strategy
+from planner.plan import RunSettings, Strategy
 
 from .errors import SageMakerError
 
@@ -35,6 +38,8 @@ CHECKPOINT_DIR = "/opt/ml/checkpoints"
 ENTRY_SCRIPT = "backend/train.py"  # the local backend's entry script, same file
 PLAN_FILE = "plan.json"
 REQUIREMENTS_FILE = "requirements.txt"
+# The entry script's only flag: every run setting is in plan.json (issue 15: one carrier).
+HYPERPARAMETERS = {"plan": PLAN_FILE}
 
 
 @dataclass(frozen=True)
@@ -87,6 +92,7 @@ class TrainingRequest:
     max_usd: float | None            # the cost if the job runs until max runtime
     max_cost: float | None
     notes: tuple[str, ...] = field(default=())
+    training: RunSettings | None = None  # what plan.json's "training" carries (not repeated in to_dict)
 
     @property
     def needs_upload(self) -> bool:
@@ -94,6 +100,7 @@ class TrainingRequest:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
+        d.pop("training")
         d["hyperparameters"] = dict(self.hyperparameters)
         d["environment"] = {**self.environment,
                             **{name: "<set from the local environment; not shown>" for name in self.secret_env}}
@@ -177,14 +184,15 @@ def job_names(model_name: str, mode: str, stamp: str) -> tuple[str, str]:
     return base, f"{base}-{stamp}"[:63]
 
 
-def hyperparameters_for(*, max_steps: int | None = None, epochs: float | None = None,
-                        learning_rate: float | None = None, save_steps: int | None = None,
-                        experiment: str | None = None) -> dict[str, str]:
-    """What the entry script gets as ``--key value``: the plan file, SageMaker's paths and the run knobs."""
-    hp: dict[str, Any] = {"plan": PLAN_FILE, "dataset": DATA_DIR, "output-dir": MODEL_DIR,
-                          "checkpoint-dir": CHECKPOINT_DIR, "max-steps": max_steps, "epochs": epochs,
-                          "learning-rate": learning_rate, "save-steps": save_steps, "experiment": experiment}
-    return {k: str(v) for k, v in hp.items() if v is not None}
+def container_settings(model: str, *, max_steps: int | None = None, epochs: float | None = None,
+                       learning_rate: float | None = None, save_steps: int | None = None,
+                       experiment: str | None = None) -> RunSettings:
+    """The run settings of a SageMaker job: SageMaker's fixed paths, the run options given, and
+    ``register`` off (the adapter store is local: ``plan jobs fetch`` registers)."""
+    knobs = {"max_steps": max_steps, "epochs": epochs, "learning_rate": learning_rate, "save_steps": save_steps,
+             "experiment": experiment}
+    return RunSettings(model=model, dataset=DATA_DIR, output_dir=MODEL_DIR, checkpoint_dir=CHECKPOINT_DIR,
+                       register=False, **{k: v for k, v in knobs.items() if v is not None})
 
 
 def check_no_secrets(hyperparameters: Mapping[str, str], secret_values: Mapping[str, str]) -> None:
@@ -201,7 +209,7 @@ def check_no_secrets(hyperparameters: Mapping[str, str], secret_values: Mapping[
 def build_training_request(*, model_name: str, hf_id: str, mode: str, params: int, choice: SageMakerChoice,
                            region: str, role_arn: str, bucket: str, dataset: str, image_uri: str, stamp: str,
                            spot: bool = False, max_cost: float | None = None,
-                           hyperparameters: Mapping[str, str] | None = None,
+                           training: RunSettings | None = None,
                            secret_env: tuple[str, ...] = (), dataset_digest: str | None = None,
                            environment: Mapping[str, str] | None = None) -> TrainingRequest:
     """The full request for one training job, or a SageMakerError (cost over cap, bad input)."""
@@ -260,7 +268,7 @@ def build_training_request(*, model_name: str, hf_id: str, mode: str, params: in
         gpus_per_instance=choice.gpus_per_instance, volume_size_gb=volume_size_gb(params, mode),
         distributed=distributed, processes_per_node=choice.gpus_per_instance, spot=spot,
         max_runtime_s=runtime, max_wait_s=max_wait, entry_script=ENTRY_SCRIPT, requirements=REQUIREMENTS_FILE,
-        hyperparameters=dict(hyperparameters or hyperparameters_for()),
+        hyperparameters=dict(HYPERPARAMETERS), training=training or container_settings(hf_id),
         environment={"PLAN_JOB_NAME": job_name, "HF_HUB_DISABLE_TELEMETRY": "1", **(environment or {})},
         secret_env=tuple(secret_env), dataset=dataset, dataset_s3_uri=dataset_s3_uri,
         output_s3_uri=f"{root}/output", checkpoint_s3_uri=f"{root}/checkpoints/{job_name}",
