@@ -144,11 +144,12 @@ def cpu_mechanism_section() -> list[str]:
             lines.append(f"| {r['shape']} ({spec.model_type}) | {mode} | {seq} x {batch} | "
                          f"{'on' if r['grad_ckpt'] == '1' else 'off'} | {measured:.2f} | {pred:.2f} | "
                          f"{(pred - measured) / measured:+.1%} | {r['in_suite']} |")
-    lines += ["", "Gemma 3 prefill on the CPU is not in the suite: with SDPA, transformers builds a boolean",
-              "sliding-window mask (1 B x seq x seq, seen) and the prefill holds more than the model counts",
-              "(4% at 512 tokens, 10% at 1024; growing with seq x seq, not yet explained). The Qwen3-MoE prefill",
-              "is under-predicted too (the routing buffers of transformers' expert loop are not modelled);",
-              "gpt-oss, DeepSeek and Llama 4 have no CPU check yet, nor has MoE training."]
+    lines += ["", "Qwen3-MoE and Mixtral run transformers 5's grouped_mm experts kernel; their LoRA rows include",
+              "PEFT's merged expert stacks (ParamWrapper folds the factors into the 3D weights every forward).",
+              "DeepSeek-V3 and gpt-oss prefills are not in the suite: their peaks include attention buffers",
+              "not yet modelled (DeepSeek's MLA runs SDPA's math kernel on fp32 q/k on the CPU; gpt-oss's eager",
+              "attention with sinks keeps its probabilities through the MLP). gpt-oss, DeepSeek and Llama 4",
+              "training, and MoE QLoRA, have no CPU check yet."]
     return lines
 
 
