@@ -133,8 +133,6 @@ def test_malformed_config_files_are_one_line(case):
     assert_one_error_line(*run_main(argv)[::2], argv)
 
 
-@pytest.mark.xfail(reason="config invariants and finite-number JSON: planner/spec.py, the config helper's item "
-                          "of issue 13 (lands in another branch)", strict=False)
 @pytest.mark.parametrize("case", ["nan", "big", "bin", "deep"])
 def test_config_files_with_non_finite_binary_or_deep_json_are_one_line(case, tmp_path):
     if case == "deep":
