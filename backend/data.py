@@ -4,8 +4,12 @@ Three record formats, the ones TRL's SFTTrainer takes (https://huggingface.co/do
   messages           {"messages": [{"role": "user", "content": "..."}, {"role": "assistant", ...}]}
   prompt-completion  {"prompt": "...", "completion": "..."}
   text               {"text": "..."}
-A bad record is a PlannerError naming the file, the line (or record/row) and the problem; reading
-needs no torch, so ``plan --execute`` checks the data before it asks to train. A folder holding
+``preflight`` reads and checks every record with our own readers: a bad record is a PlannerError
+naming the file, the line (or record/row) and the problem (issue 13: ragged CSV rows, oversized
+cells, deep nesting, invalid Unicode, empty files, non-UTF-8 bytes), and it needs no torch, so
+``plan --execute`` checks the data before it asks to train. The trainer then reads the same files
+with ``datasets.load_dataset`` (``hf_datasets``); the held-out eval split is ``split_indices``,
+one function over ``Dataset.train_test_split`` used by both. A folder holding
 ``train.*`` (and optionally ``eval.*``/``validation.*``/``test.*``) gives the eval split.
 """
 from __future__ import annotations
@@ -27,6 +31,10 @@ EVAL_STEMS = ("eval", "validation", "valid", "test")
 # Rough tokens per character when no tokenizer is at hand: ~4 characters per token for English
 # text with BPE vocabularies (https://help.openai.com/en/articles/4936856).
 CHARS_PER_TOKEN = 4.0
+# Deepest nesting a record may have: a messages record is 3 levels (record, list, message); JSON
+# parsing recurses once per level, so a limit well under Python's recursion limit keeps a hostile
+# file from becoming a RecursionError.
+MAX_DEPTH = 32
 
 
 @dataclass(frozen=True)
@@ -58,34 +66,44 @@ class DataSet:
 
 @dataclass(frozen=True)
 class TrainingData:
-    """The train split and the optional eval split."""
+    """The train split and the optional eval split; ``held_out`` is (train rows, eval rows) of the
+    one file when the eval split was held out of it (``split_indices``)."""
 
     train: DataSet
     eval: DataSet | None
+    held_out: tuple[tuple[int, ...], tuple[int, ...]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"train": self.train.to_dict(), "eval": self.eval.to_dict() if self.eval else None}
 
 
 # -- reading ------------------------------------------------------------------------------------
+def _loads(text: str, where: str) -> Any:
+    """One JSON document; a syntax error or hostile nesting is one line naming ``where``."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise PlannerError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+    except RecursionError:
+        raise PlannerError(f"{where}: JSON nested more than {MAX_DEPTH} levels deep") from None
+
+
 def _read_jsonl(path: Path) -> Iterator[Record]:
-    with path.open(encoding="utf-8") as fh:
+    with path.open(encoding="utf-8-sig") as fh:
         for lineno, line in enumerate(fh, 1):
             if not line.strip():
                 continue
-            try:
-                obj = json.loads(line.rstrip("\r\n"))
-            except json.JSONDecodeError as exc:
-                raise PlannerError(f"{path} line {lineno}: not valid JSON ({exc.msg} at column {exc.colno})") from None
-            yield Record(obj, f"{path} line {lineno}")
+            yield Record(_loads(line.rstrip("\r\n"), f"{path} line {lineno}"), f"{path} line {lineno}")
 
 
 def _read_json(path: Path) -> Iterator[Record]:
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
+        doc = json.loads(path.read_text(encoding="utf-8-sig"))
     except json.JSONDecodeError as exc:
         raise PlannerError(f"{path} line {exc.lineno}: not valid JSON ({exc.msg}); "
                            "for one record per line name the file .jsonl") from None
+    except RecursionError:
+        raise PlannerError(f"{path}: JSON nested more than {MAX_DEPTH} levels deep") from None
     if isinstance(doc, dict) and isinstance(doc.get("data"), list):
         doc = doc["data"]
     if not isinstance(doc, list):
@@ -95,16 +113,29 @@ def _read_json(path: Path) -> Iterator[Record]:
 
 
 def _read_csv(path: Path) -> Iterator[Record]:
-    with path.open(encoding="utf-8", newline="") as fh:
-        reader = csv.DictReader(fh)
-        for row in reader:
-            obj: dict[str, Any] = dict(row)
-            if isinstance(obj.get("messages"), str):  # a JSON list inside a cell
-                try:
-                    obj["messages"] = json.loads(obj["messages"])
-                except json.JSONDecodeError:
-                    raise PlannerError(f"{path} line {reader.line_num}: column 'messages' is not a JSON list") from None
-            yield Record(obj, f"{path} line {reader.line_num}")
+    with path.open(encoding="utf-8-sig", newline="") as fh:
+        reader = csv.reader(fh)
+        try:
+            header = next(reader, None)
+            if header is None:
+                return
+            for row in reader:
+                where = f"{path} line {reader.line_num}"
+                if not row:  # a blank line (pandas skips it too)
+                    continue
+                if len(row) != len(header):  # DictReader would file extras under None or fill None
+                    raise PlannerError(f"{where}: {len(row)} columns but the header has {len(header)} "
+                                       f"({', '.join(header)}); quote cells that hold commas")
+                obj: dict[str, Any] = dict(zip(header, row))
+                if isinstance(obj.get("messages"), str):  # a JSON list inside a cell
+                    obj["messages"] = _loads(obj["messages"], f"{where} column 'messages'")
+                yield Record(obj, where)
+        except csv.Error as exc:
+            problem = str(exc)
+            if "field larger than field limit" in problem:
+                problem = (f"a cell is over {csv.field_size_limit():,} characters (the csv module's limit); "
+                           "split the record or use JSONL")
+            raise PlannerError(f"{path} line {reader.line_num}: {problem}") from None
 
 
 def _read_parquet(path: Path) -> Iterator[Record]:
@@ -139,6 +170,15 @@ def _read_hub(name: str) -> tuple[list[Record], str]:
     return [Record(dict(r), f"{name} record {i}") for i, r in enumerate(ds, 1)], f"hub:{name}:{dataset_fingerprint(ds)}"
 
 
+def _not_utf8(path: Path, exc: UnicodeDecodeError) -> PlannerError:
+    """Where the first undecodable byte is: line and column, as an editor shows them."""
+    raw = path.read_bytes()[:exc.start]
+    line = raw.count(b"\n") + 1
+    column = exc.start - (raw.rfind(b"\n") + 1) + 1
+    return PlannerError(f"{path} line {line}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at column {column}); "
+                        "re-save the file as UTF-8")
+
+
 def read_records(source: str | os.PathLike[str]) -> tuple[list[Record], str]:
     """All records of one file (or Hub data set) and a fingerprint of the content."""
     path = Path(source).expanduser()
@@ -146,10 +186,12 @@ def read_records(source: str | os.PathLike[str]) -> tuple[list[Record], str]:
         reader = _READERS.get(path.suffix.lower())
         if reader is None:
             raise PlannerError(f"{path}: unsupported data file type '{path.suffix}'; use {', '.join(SUFFIXES)}")
+        if path.stat().st_size == 0:
+            raise PlannerError(f"{path}: empty file (0 bytes); it needs at least one record")
         try:
             records = list(reader(path))
         except UnicodeDecodeError as exc:
-            raise PlannerError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+            raise _not_utf8(path, exc) from None
         return records, "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
     looks_like_hub = "/" in str(source) and not str(source).startswith((".", "/", "~")) and not path.exists()
     if looks_like_hub and not os.environ.get("HF_HUB_OFFLINE") and not os.environ.get("HF_DATASETS_OFFLINE"):
@@ -186,8 +228,29 @@ def _check_messages(msgs: Any, where: str, field: str = "messages", need_assista
         raise PlannerError(f"{where}: '{field}' has no assistant message to learn from")
 
 
+def check_values(obj: Any, where: str, path: str = "", depth: int = 0) -> None:
+    """Every value nests at most MAX_DEPTH deep and every string is valid Unicode (a lone surrogate
+    such as "\\ud800" parses as JSON but cannot be encoded, so the tokenizer or Arrow would fail)."""
+    if depth > MAX_DEPTH:
+        raise PlannerError(f"{where}: value nested more than {MAX_DEPTH} levels deep (at {path or 'the record'})")
+    if isinstance(obj, str):
+        try:
+            obj.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise PlannerError(f"{where}: invalid Unicode in {path or 'the record'} (lone surrogate "
+                               f"\\u{ord(obj[exc.start]):04x} at character {exc.start + 1})") from None
+    elif isinstance(obj, dict):
+        for key, value in obj.items():
+            check_values(key, where, path or "a key", depth + 1)
+            check_values(value, where, f"{path}.{key}" if path else f"'{key}'", depth + 1)
+    elif isinstance(obj, list):
+        for i, value in enumerate(obj, 1):
+            check_values(value, where, f"{path}[{i}]", depth + 1)
+
+
 def validate_record(rec: Record, fmt: str) -> None:
     obj, where = rec.data, rec.where
+    check_values(obj, where)
     got = detect_format(obj, where)
     if got != fmt:
         raise PlannerError(f"{where}: record is in '{got}' format but the file's first record is '{fmt}'; "
@@ -235,10 +298,11 @@ def _split_files(folder: Path) -> tuple[Path, Path | None]:
     return train, find(EVAL_STEMS)
 
 
-def load_training_data(source: str | os.PathLike[str], eval_source: str | os.PathLike[str] | None = None,
-                       eval_fraction: float = 0.0, seed: int = 0) -> TrainingData:
-    """The train split and an eval split: ``eval_source``, a sibling eval file in a folder, or a
-    deterministic ``eval_fraction`` of the records held out."""
+def preflight(source: str | os.PathLike[str], eval_source: str | os.PathLike[str] | None = None,
+              eval_fraction: float = 0.0, seed: int = 0) -> TrainingData:
+    """Read and check every record of the train split and an eval split: ``eval_source``, a sibling
+    eval file in a folder, or ``eval_fraction`` of the records held out by ``split_indices``.
+    Every problem is one PlannerError naming the file, the line and the problem."""
     path = Path(source).expanduser()
     if path.is_dir():
         train_path, found_eval = _split_files(path)
@@ -248,20 +312,73 @@ def load_training_data(source: str | os.PathLike[str], eval_source: str | os.Pat
     if ev is not None and ev.format != train.format:
         raise PlannerError(f"eval data {ev.source} is in '{ev.format}' format but training data is '{train.format}'")
     if ev is None and eval_fraction:
-        if not 0.0 < eval_fraction < 1.0:
-            raise PlannerError(f"eval fraction must be between 0 and 1, got {eval_fraction}")
-        import random
-        order = list(range(len(train.records)))
-        random.Random(seed).shuffle(order)
-        n_eval = max(1, round(len(order) * eval_fraction))
-        if n_eval >= len(order):
-            raise PlannerError(f"{train.source}: {len(order)} records are too few to hold out {eval_fraction:.0%}")
-        held = set(order[:n_eval])
+        kept, held = split_indices(len(train.records), eval_fraction, seed, where=train.source)
         ev = DataSet(train.source + f" (held-out {eval_fraction:g})", train.format,
-                     tuple(r for i, r in enumerate(train.records) if i in held), train.fingerprint + f":eval{seed}")
-        train = DataSet(train.source, train.format,
-                        tuple(r for i, r in enumerate(train.records) if i not in held), train.fingerprint)
+                     tuple(train.records[i] for i in held), train.fingerprint + f":eval{seed}")
+        train = DataSet(train.source, train.format, tuple(train.records[i] for i in kept), train.fingerprint)
+        return TrainingData(train, ev, (tuple(kept), tuple(held)))
     return TrainingData(train, ev)
+
+
+load_training_data = preflight  # the name the launchers call it by
+
+
+def split_indices(n: int, eval_fraction: float, seed: int, *, where: str = "data") -> tuple[list[int], list[int]]:
+    """The one held-out split (train rows, eval rows), by ``datasets``' ``train_test_split`` over the
+    row numbers: the preflight's records and the trainer's ``Dataset`` both select these rows, so
+    every place that splits gets the same split for the same (n, fraction, seed)."""
+    if not 0.0 < eval_fraction < 1.0:
+        raise PlannerError(f"eval fraction must be between 0 and 1, got {eval_fraction}")
+    from datasets import Dataset
+
+    try:
+        parts = Dataset.from_dict({"row": list(range(n))}).train_test_split(test_size=eval_fraction, seed=seed)
+    except ValueError:  # train_test_split refuses a split that leaves a side empty
+        raise PlannerError(f"{where}: {n} records are too few to hold out {eval_fraction:.0%}") from None
+    return list(parts["train"]["row"]), list(parts["test"]["row"])
+
+
+_BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+_COLUMNS = {"messages": ("messages",), "prompt-completion": ("prompt", "completion"), "text": ("text",)}
+
+
+def hf_dataset(ds: DataSet, rows: tuple[int, ...] | None = None):
+    """One checked split as a ``datasets.Dataset`` read by ``datasets.load_dataset`` from its file,
+    only the format's columns, ``rows`` selected (the held-out split). The preflight has already
+    checked every record, so a failure here is a schema ``datasets`` cannot hold (one line)."""
+    import datasets
+
+    source = ds.source
+    path = Path(source).expanduser()
+    try:
+        if path.is_file():
+            builder = _BUILDERS[path.suffix.lower()]
+            options: dict[str, Any] = {}
+            if builder == "csv":  # every cell a string: pandas would read "42" as a number and "" as NaN
+                columns = list(_COLUMNS[ds.format])
+                options = {"usecols": columns, "keep_default_na": False, "encoding": "utf-8-sig",
+                           "features": datasets.Features({c: datasets.Value("string") for c in columns})}
+            if path.suffix.lower() == ".json" and isinstance(json.loads(path.read_text("utf-8-sig")), dict):
+                options["field"] = "data"
+            out = datasets.load_dataset(builder, data_files=str(path), split="train", **options)
+        else:
+            out = datasets.load_dataset(source, split="train")
+    except Exception as exc:  # pyarrow/pandas schema errors come in many types
+        raise PlannerError(f"{source}: the datasets library cannot read it "
+                           f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+    out = out.select_columns(list(_COLUMNS[ds.format]))
+    if ds.format == "messages" and isinstance(out.features["messages"], datasets.Value):  # JSON in a CSV cell
+        out = out.map(lambda r: {"messages": json.loads(r["messages"])})
+    return out.select(rows) if rows is not None else out
+
+
+def hf_datasets(data: TrainingData):
+    """The (train, eval) ``datasets.Dataset``s the trainer uses: the preflight's files, split on the
+    rows the preflight held out."""
+    if data.held_out is not None:
+        kept, held = data.held_out
+        return hf_dataset(data.train, kept), hf_dataset(data.train, held)
+    return hf_dataset(data.train), hf_dataset(data.eval) if data.eval else None
 
 
 # -- token counts (for the time and cost estimate) ----------------------------------------------

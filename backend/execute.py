@@ -36,6 +36,7 @@ class ExecuteOptions:
     emit_config: Path | None = None
     execute: bool = False
     as_json: bool = False
+    restart: bool = False  # local: start over, old checkpoints moved aside (backend/train.py --restart)
 
 
 def slug(text: str, max_len: int = 60, *, keep: str = "._-", default: str = "run") -> str:

@@ -87,17 +87,33 @@ def local_strategy(est: Any, gpu: dict[str, Any], force: bool) -> tuple[Machine,
                    per_gpu_bytes=f.per_gpu_bytes), [note]
 
 
-def check_output_dir(out: Path) -> str | None:
+def check_writable(out: Path) -> None:
+    """--output-dir must be (or become) a folder we can write: one line when it is a file or read-only."""
+    if out.exists() and not out.is_dir():
+        raise PlannerError(f"--output-dir {out} is a file, not a folder; pass a folder path")
+    parent = out
+    while not parent.exists():  # the nearest existing ancestor is where mkdir will write
+        parent = parent.parent
+    if not parent.is_dir():
+        raise PlannerError(f"--output-dir {out}: {parent} is a file, so the folder cannot be made there")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise PlannerError(f"--output-dir {out}: {parent} is not writable; pass a folder you can write to")
+
+
+def check_output_dir(out: Path, restart: bool = False) -> str | None:
     """A completed run is not trained again; an unfinished one is resumed. Returns a note."""
+    check_writable(out)
     holder = runlock.busy(out)  # issue 13: another live run owns the folder
     if holder is not None:
         raise PlannerError(runlock.refusal(out, holder))
     previous = run_record.read(out)
     if previous is None:
         return None
+    if restart:
+        return f"--restart: {out}'s checkpoints and run record will be moved aside (not deleted) and training starts over"
     if previous.get("status") == "completed":
         raise PlannerError(f"{out} already holds a completed run ({previous.get('global_step')} steps); "
-                           "pass another --output-dir or delete that folder")
+                           "pass another --output-dir, or --restart to train again (the old run is moved aside)")
     return f"{out} holds an unfinished run: resuming from its last complete checkpoint"
 
 
@@ -111,6 +127,7 @@ class LocalRun:
     notes: tuple[str, ...]
     gpu_count: int = 1
     machine: Machine | None = None  # several local GPUs: local_strategy's choice
+    restart: bool = False  # --restart: backend/train.py moves the old checkpoints aside
 
     @property
     def plan_path(self) -> Path:
@@ -133,7 +150,7 @@ def prepare(model_name: str, est: Any, opts: ExecuteOptions) -> LocalRun:
                            "with train.jsonl and optionally eval.jsonl)")
     data = load_training_data(opts.dataset)  # validated here: errors before anything loads
     out = Path(opts.output_dir) if opts.output_dir else default_output_dir(model_name, est, opts.dataset)
-    notes = [n for n in (check_output_dir(out),) if n]
+    notes = [n for n in (check_output_dir(out, opts.restart),) if n]
     gpu = local_gpu()
     machine = None
     if gpu is not None and gpu.get("count", 1) > 1:
@@ -146,7 +163,7 @@ def prepare(model_name: str, est: Any, opts: ExecuteOptions) -> LocalRun:
     summary = (f"train {plan.training.model} ({est.job.mode}, {est.job.precision}) on "
                f"{len(data.train.records)} {data.train.format} records (~{tokens:,} tokens"
                + (f", {len(data.eval.records)} for eval" if data.eval else "") + f") into {out}")
-    return LocalRun(out, plan, summary, tuple(notes), gpu["count"] if machine else 1, machine)
+    return LocalRun(out, plan, summary, tuple(notes), gpu["count"] if machine else 1, machine, opts.restart)
 
 
 def start(run: LocalRun, est: Any) -> LocalResult:
@@ -156,9 +173,10 @@ def start(run: LocalRun, est: Any) -> LocalResult:
     if run.machine is not None:  # accelerate launch over this machine's GPUs (backend/distributed)
         from .distributed.launch import run_on_local_gpus
         code = run_on_local_gpus(est, run.machine, run.plan, run.out, run.gpu_count,
-                                 env=allocator_env(est.job.allocator, os.environ.get(ALLOC_CONF_VAR)))
+                                 env=allocator_env(est.job.allocator, os.environ.get(ALLOC_CONF_VAR)),
+                                 restart=run.restart)
     else:
-        code = launch(run.plan_path, allocator=est.job.allocator)
+        code = launch(run.plan_path, allocator=est.job.allocator, restart=run.restart)
     record = run_record.read(run.out)
     message = None
     if code not in (0, 2):
@@ -167,14 +185,14 @@ def start(run: LocalRun, est: Any) -> LocalResult:
     return LocalResult(code, record, message)
 
 
-def launch(plan_path: Path, allocator: str = "caching") -> int:
+def launch(plan_path: Path, allocator: str = "caching", *, restart: bool = False) -> int:
     """Run the entry script in a child process; its stdout goes to our stderr (stdout is for results).
     The allocator policy the plan modelled is set in its environment (planner/allocator.py)."""
     root = str(Path(__file__).resolve().parent.parent)  # so -m backend.train imports this checkout
     env = {**os.environ, **allocator_env(allocator, os.environ.get(ALLOC_CONF_VAR))}
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
     env, dies_with_us = lifeline.child_env(env), lifeline.preexec(os.getpid())  # kill -9 of plan ends it
-    cmd = [sys.executable, "-m", "backend.train", "--plan", str(plan_path)]
+    cmd = [sys.executable, "-m", "backend.train", "--plan", str(plan_path), *(["--restart"] if restart else [])]
     try:
         try:
             fd = sys.stderr.fileno()

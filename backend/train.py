@@ -8,15 +8,18 @@ Runs the same on a laptop and inside a SageMaker container::
 the estimate, the machine and strategy, and the run settings (model, dataset, output_dir, steps or
 epochs, learning rate, save interval, experiment); flags override the settings. How each mode
 loads, wraps and trains is its recipe (backend/recipes/: qlora, lora, full, prompt tuning,
-fsdp-qlora); the steps below are shared. Training is TRL's SFTTrainer; rerunning with the same
-output folder resumes from the last complete checkpoint.
+fsdp-qlora); the steps ``train`` names are shared, each a short function below it (what they
+share is one ``Run``). The data is checked by ``backend.data.preflight`` before torch loads and read
+for the trainer by ``datasets``. Training is TRL's SFTTrainer; rerunning with the same output
+folder resumes from the last complete checkpoint. On SageMaker the only hyperparameter is
+``--plan plan.json``: the plan carries every run setting.
 """
 from __future__ import annotations
 
 import argparse
 import os
 import sys
-from dataclasses import replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +27,7 @@ if __package__ in (None, ""):  # run as a file (SageMaker runs source_dir/backen
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from backend import checkpoints, lifeline, run_identity, run_record, runlock  # noqa: E402
-from backend.data import count_tokens, load_training_data  # noqa: E402
+from backend.data import TrainingData, count_tokens, hf_datasets, preflight  # noqa: E402
 from backend.recipes import Recipe, recipe_for  # noqa: E402
 from planner.errors import PlannerError  # noqa: E402
 from planner.plan import Plan, RunSettings  # noqa: E402
@@ -38,46 +41,99 @@ def train(plan: Plan, *, restart: bool = False) -> dict[str, Any]:
 
     Under torchrun/accelerate every process runs this; only rank 0 writes files and tracks.
     """
-    import torch
+    s = plan.training
+    out, main_process = open_folder(plan)
+    data = preflight(s.dataset, s.eval_dataset, s.eval_fraction, seed=s.seed)  # before anything heavy
+    run = Run(plan, recipe_for(plan.job, plan.strategy), out, main_process, describe_device())
+    resume = resume_point(run, data, restart=restart)
+    run.tracker = start_tracking(s, out, plan, run.record) if main_process else None
+    tokenizer, model = load_model(run)
+    count_data_tokens(run.record, data, tokenizer)
+    trainer = make_trainer(run, data, model, tokenizer)
+    fit(run, trainer, resume, has_eval=data.eval is not None)
+    return save(run, trainer, tokenizer, model)
 
-    job, s = plan.job, plan.training
-    recipe = recipe_for(job, plan.strategy)
-    out = Path(s.output_dir)
-    ckpt_dir = Path(s.checkpoint_dir) if s.checkpoint_dir else out / "checkpoints"
-    main_process = int(os.environ.get("RANK", "0")) == 0
-    write = run_record.write if main_process else (lambda *a: None)
+
+# -- the steps ----------------------------------------------------------------------------------
+def open_folder(plan: Plan) -> tuple[Path, bool]:
+    """The output folder (made) and whether this process is rank 0, the one that writes; rank 0
+    keeps the plan it ran beside the outputs."""
+    out = Path(plan.training.output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    main_process = int(os.environ.get("RANK", "0")) == 0
     if main_process:
         (out / "plan.json").write_text(plan.to_json())
+    return out, main_process
 
-    # 1. data (checked before anything heavy happens)
-    data = load_training_data(s.dataset, s.eval_dataset, s.eval_fraction, seed=s.seed)
-    device = describe_device(torch)
-    if device["type"] == "cpu" and main_process:
-        print("note: no CUDA GPU: training on the CPU (slow); measured memory will be null", file=sys.stderr)
 
-    # 2. resume point and run record (issue 13: same identity, damaged checkpoints set aside, history kept)
-    ident = run_identity.identity(job.to_dict(), model=s.model, learning_rate=s.learning_rate or recipe.learning_rate,
+@dataclass
+class Run:
+    """What the steps share: the plan and its recipe, the folder, the device, the run record (and the
+    losses earlier attempts recorded, which the Trainer's restored history lacks), the tracker."""
+
+    plan: Plan
+    recipe: Recipe
+    out: Path
+    main: bool
+    device: dict[str, Any]
+    record: dict[str, Any] = field(default_factory=dict)
+    earlier: dict[str, list] = field(default_factory=dict)
+    tracker: Any = None
+
+    @property
+    def checkpoints(self) -> Path:
+        s = self.plan.training
+        return Path(s.checkpoint_dir) if s.checkpoint_dir else self.out / "checkpoints"
+
+    @property
+    def model_name(self) -> str:
+        return model_to_load(self.plan.training.model, self.plan)
+
+    def write(self) -> None:
+        if self.main:
+            run_record.write(self.out, self.record)
+
+    def update_losses(self, state) -> None:
+        """Step and losses from the Trainer's log history, appended to the earlier attempts'."""
+        self.record.update(global_step=state.global_step, train_loss=run_record.merged(
+            self.earlier.get("loss"), run_record.losses(state.log_history, "loss")))
+        if self.record.get("eval_loss") is not None:
+            self.record["eval_loss"] = run_record.merged(self.earlier.get("eval_loss"),
+                                                         run_record.losses(state.log_history, "eval_loss"))
+
+    def finish(self) -> None:
+        """The last write of run.json and the end of the MLflow run, completed or failed."""
+        self.write()
+        if self.tracker is not None:
+            self.tracker.finish(self.plan.to_dict(), self.record, self.record["status"])
+
+
+def resume_point(run: Run, data: TrainingData, *, restart: bool) -> Path | None:
+    """The checkpoint to resume from; starts the run record (issue 13: the same identity or a
+    refusal, damaged checkpoints set aside, the history only ever appended)."""
+    plan, s, ckpt = run.plan, run.plan.training, run.checkpoints
+    ident = run_identity.identity(plan.job.to_dict(), model=s.model,
+                                  learning_rate=s.learning_rate or run.recipe.learning_rate,
                                   seed=s.seed, eval_fraction=s.eval_fraction, data=data.to_dict())
     set_aside: list[str] = []
-    if restart and main_process:
-        set_aside = checkpoints.set_aside_all(ckpt_dir, "restart")
-        if (out / run_record.FILE).exists():
-            set_aside.append(str(checkpoints.set_aside(out / run_record.FILE, "restart")))
-    previous = run_record.read(out) or {}
+    if restart and run.main:
+        set_aside = checkpoints.set_aside_all(ckpt, "restart")
+        if (run.out / run_record.FILE).exists():
+            set_aside.append(str(checkpoints.set_aside(run.out / run_record.FILE, "restart")))
+    previous = run_record.read(run.out) or {}
     changed = run_identity.changes(previous.get("identity"), ident)
     if changed:
-        raise PlannerError(run_identity.refusal(str(out), changed))
-    discarded = checkpoints.discard_incomplete(ckpt_dir) if main_process else []
-    resume, damaged = checkpoints.pick_resume(ckpt_dir, move=main_process)
-    earlier = {"loss": previous.get("train_loss") or [], "eval_loss": previous.get("eval_loss") or []}
-    record = {
+        raise PlannerError(run_identity.refusal(str(run.out), changed))
+    discarded = checkpoints.discard_incomplete(ckpt) if run.main else []
+    resume, damaged = checkpoints.pick_resume(ckpt, move=run.main)
+    run.earlier = {"loss": previous.get("train_loss") or [], "eval_loss": previous.get("eval_loss") or []}
+    run.record = {
         "status": "running", "started": run_record.now(), "finished": None,
         "global_step": previous.get("global_step", 0), "identity": ident,
-        "train_loss": earlier["loss"], "eval_loss": earlier["eval_loss"] if data.eval else None,
+        "train_loss": run.earlier["loss"], "eval_loss": run.earlier["eval_loss"] if data.eval else None,
         "set_aside_checkpoints": [*previous.get("set_aside_checkpoints", []), *damaged],
         "predicted_peak_allocated_bytes": plan.memory.get("peak_allocated_bytes"),
-        "measured_peak_allocated_bytes": None, "device": device,
+        "measured_peak_allocated_bytes": None, "device": run.device,
         # the strategy launched and the per-GPU figure pricing fitted for it (one GPU: the plan's total)
         "strategy": plan.strategy.value,
         # the allocator policy the plan modelled and what this process really runs with (issue 10)
@@ -90,79 +146,87 @@ def train(plan: Plan, *, restart: bool = False) -> dict[str, Any]:
         "plan": plan.to_dict(),
     }
     if restart and set_aside:
-        record["notes"].append(f"--restart: moved {len(set_aside)} checkpoint(s)/record(s) aside, not deleted")
+        run.record["notes"].append(f"--restart: moved {len(set_aside)} checkpoint(s)/record(s) aside, not deleted")
     if resume is None and previous.get("status") == "running":
-        record["notes"].append("a previous run left no complete checkpoint: started from step 0")
-    write(out, record)
-    tracker = start_tracking(s, out, plan, record) if main_process else None
+        run.record["notes"].append("a previous run left no complete checkpoint: started from step 0")
+    run.write()
+    return resume
 
-    # 3. model and tokenizer
-    s = replace(s, model=model_to_load(s.model, plan))
-    tokenizer = load_tokenizer(s.model)
+
+def load_model(run: Run):
+    """The tokenizer and the model as the recipe loads and wraps it (seeded: LoRA and virtual-token
+    init draw from the RNG, so the same seed gives the same run)."""
+    from transformers import set_seed
+
+    job = run.plan.job
+    tokenizer = load_tokenizer(run.model_name)
+    set_seed(run.plan.training.seed)
+    model = run.recipe.load(run.model_name, job, compute_dtype(job, run.device), run.device,
+                            dict(run.plan.distributed or {}))
+    return tokenizer, run.recipe.wrap(model, job)
+
+
+def count_data_tokens(record: dict[str, Any], data: TrainingData, tokenizer) -> None:
+    """Exact token counts with the model's tokenizer, into the record (the plan estimated them)."""
     record["data"]["train"]["tokens"] = count_tokens(data.train, tokenizer)
     if data.eval:
         record["data"]["eval"]["tokens"] = count_tokens(data.eval, tokenizer)
-    compute_dtype = pick_compute_dtype(torch, job, device)
-    from transformers import set_seed
-    set_seed(s.seed)  # LoRA / virtual-token init draws from the RNG: same seed, same run
-    model = recipe.load(s.model, job, compute_dtype, device, dict(plan.distributed or {}))
-    model = recipe.wrap(model, job)
 
-    # 4. trainer
-    from datasets import Dataset
+
+def make_trainer(run: Run, data: TrainingData, model, tokenizer):
+    """TRL's SFTTrainer on the data as ``datasets`` reads it (split as the preflight split it)."""
     from trl import SFTTrainer
 
-    callbacks = [checkpoints.marker_callback(), record_callback(out, record, write, earlier)]
-    if tracker is not None:
-        callbacks.append(tracker.callback())
-    trainer = SFTTrainer(
-        model=model,
-        args=sft_config(s, recipe, job, ckpt_dir, compute_dtype, device, has_eval=data.eval is not None),
-        train_dataset=Dataset.from_list(data.train.rows()),
-        eval_dataset=Dataset.from_list(data.eval.rows()) if data.eval else None,
-        processing_class=tokenizer,
-        callbacks=callbacks,
-    )
+    train_ds, eval_ds = hf_datasets(data)
+    callbacks = [checkpoints.marker_callback(), record_callback(run)]
+    if run.tracker is not None:
+        callbacks.append(run.tracker.callback())
+    args = sft_config(run.plan.training, run.recipe, run.plan.job, run.checkpoints,
+                      compute_dtype(run.plan.job, run.device), run.device, has_eval=eval_ds is not None)
+    trainer = SFTTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
+                         processing_class=tokenizer, callbacks=callbacks)
     trainer.add_callback(checkpoints.keep_trained_dtypes(trainer.model))  # QLoRA resume == uninterrupted
-    if device["type"] == "cuda":
-        torch.cuda.reset_peak_memory_stats()
+    return trainer
 
-    # 5. train (resuming from the last complete checkpoint), then a final eval
+
+def fit(run: Run, trainer, resume: Path | None, *, has_eval: bool) -> None:
+    """Train (from the last complete checkpoint), then a final eval; a failure is recorded and
+    tracked before it propagates."""
+    import torch
+
+    on_gpu = run.device["type"] == "cuda"
+    if on_gpu:
+        torch.cuda.reset_peak_memory_stats()
     status = "failed"
     try:
         trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-        if data.eval:
+        if has_eval:
             trainer.evaluate()
         status = "completed"
     finally:
-        record.update(status=status, finished=run_record.now(), global_step=trainer.state.global_step,
-                      train_loss=run_record.merged(earlier["loss"], run_record.losses(trainer.state.log_history, "loss")),
-                      eval_loss=run_record.merged(earlier["eval_loss"], run_record.losses(
-                          trainer.state.log_history, "eval_loss")) if data.eval else None)
-        if device["type"] == "cuda":
-            record["measured_peak_allocated_bytes"] = int(torch.cuda.max_memory_allocated())
+        run.update_losses(trainer.state)
+        run.record.update(status=status, finished=run_record.now())
+        if on_gpu:
+            run.record["measured_peak_allocated_bytes"] = int(torch.cuda.max_memory_allocated())
         if status != "completed":
-            write(out, record)
-            if tracker is not None:
-                tracker.finish(plan.to_dict(), record, status)
+            run.finish()
 
-    # 6. save the adapter (or the full model) and the tokenizer, register, record
-    trainer.save_model(str(out))
-    if not main_process:
-        return record
-    tokenizer.save_pretrained(str(out))
-    record["artifacts"] = recipe.artifacts
-    record["base_model"] = base_model_info(s.model, model)
-    if record["artifacts"] == "adapter" and s.register:
+
+def save(run: Run, trainer, tokenizer, model) -> dict[str, Any]:
+    """Save the adapter (or the full model) and the tokenizer, register the adapter, record, track."""
+    trainer.save_model(str(run.out))
+    if not run.main:
+        return run.record
+    tokenizer.save_pretrained(str(run.out))
+    run.record["artifacts"] = run.recipe.artifacts
+    run.record["base_model"] = base_model_info(run.model_name, model)
+    if run.record["artifacts"] == "adapter" and run.plan.training.register:
         from backend.store import register_run
-        record["adapter"] = register_run(out, record, name=s.adapter_name).name
-    write(out, record)
-    if tracker is not None:
-        tracker.finish(plan.to_dict(), record, status)
-    return record
+        run.record["adapter"] = register_run(run.out, run.record, name=run.plan.training.adapter_name).name
+    run.finish()
+    return run.record
 
 
-# -- the steps ----------------------------------------------------------------------------------
 def model_to_load(name: str, plan: Plan) -> str:
     """A local folder or Hub id as given; a planner alias (llama3-8b) becomes the plan's Hub id."""
     hf_id = plan.hf_id
@@ -171,16 +235,22 @@ def model_to_load(name: str, plan: Plan) -> str:
     return hf_id
 
 
-def describe_device(torch) -> dict[str, Any]:
+def describe_device() -> dict[str, Any]:
+    import torch
+
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
         return {"type": "cuda", "name": props.name, "total_memory_bytes": int(props.total_memory),
                 "bf16": bool(torch.cuda.is_bf16_supported())}
+    if int(os.environ.get("RANK", "0")) == 0:
+        print("note: no CUDA GPU: training on the CPU (slow); measured memory will be null", file=sys.stderr)
     return {"type": "cpu", "name": "cpu", "total_memory_bytes": None, "bf16": False}
 
 
-def pick_compute_dtype(torch, job, device: dict[str, Any]):
+def compute_dtype(job, device: dict[str, Any]):
     """bf16 where the GPU has it (the plan's default), fp16 on older GPUs, fp32 on the CPU."""
+    import torch
+
     if device["type"] != "cuda":
         return torch.float32
     if job.compute_dtype == "bf16" and device["bf16"]:
@@ -244,7 +314,7 @@ def sft_config(s: RunSettings, recipe: Recipe, job, ckpt_dir: Path, compute_dtyp
     )
 
 
-def record_callback(out: Path, record: dict[str, Any], write, earlier: dict[str, list] | None = None):
+def record_callback(run: Run):
     """Keep run.json current at every log, so a crash still leaves the losses so far."""
     from transformers import TrainerCallback
 
@@ -256,13 +326,8 @@ def record_callback(out: Path, record: dict[str, Any], write, earlier: dict[str,
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             if state.is_world_process_zero:
-                before = earlier or {}
-                record.update(global_step=state.global_step,
-                              train_loss=run_record.merged(before.get("loss"), run_record.losses(state.log_history, "loss")))
-                if record.get("eval_loss") is not None:
-                    record["eval_loss"] = run_record.merged(before.get("eval_loss"),
-                                                            run_record.losses(state.log_history, "eval_loss"))
-                write(out, record)
+                run.update_losses(state)
+                run.write()
             return control
 
     return RunRecord()

@@ -115,7 +115,7 @@ def layer_saved(spec: ModelSpec, job: Job, seq: int) -> int:
     mlp = 3 * c * i
     if spec.is_moe:
         routed, shared = moe_widths(spec)
-        mlp = 3 * c * (routed + shared)
+        mlp = moe_saved(spec, c) if spec.model_type != "llama4_text" else 3 * c * (routed + shared)
     linears = 0
     if rec.base_trainable:
         # each linear saves its input. Under autocast (fp32 residual, bf16 compute) q, k, v and gate/up
@@ -126,6 +126,46 @@ def layer_saved(spec: ModelSpec, job: Job, seq: int) -> int:
     if rec.lora:
         linears = lora_saved(spec, job, rec)
     return norms + attn + mlp + linears
+
+
+def moe_saved(spec: ModelSpec, c: int) -> int:
+    """Bytes per token that an MoE layer saves for backward under transformers 5's grouped_mm
+    experts kernel (integrations/moe.py; seen on real PEFT steps, tests/planner/test_mechanisms_cpu.py).
+
+    Per routed slot (k per token): the gathered input and the gate_up output (saved by the grouped
+    matmul and, as a view, by act(gate)), act(gate) and the product, the down output (saved by the
+    routing-weight multiply): c x (2h + 4i); the sort permutation, the gather index and the inverse
+    permutation (int64 each) and the slot's weight. Per token: the router's fp32 softmax and the
+    top-k ids. DeepSeek's shared experts save what a dense MLP saves (3 intermediate tensors).
+    """
+    k, h, i, experts = spec.num_experts_per_tok, spec.hidden_size, spec.moe_intermediate_size, spec.num_local_experts
+    _, shared = moe_widths(spec)
+    return k * (c * (2 * h + 4 * i) + 24 + c) + 4 * experts + 8 * k + 3 * c * shared
+
+
+def lora_expert_weights(spec: ModelSpec, job: Job) -> int:
+    """Bytes per MoE layer that LoRA on fused experts keeps for backward (0 without it).
+
+    PEFT's ParamWrapper (peft/tuners/lora/layer.py) parametrizes the 3D expert weights: each forward
+    casts the factors to the weight dtype and folds them in with one ``baddbmm``, so the merged
+    gate_up and down stacks (E x 3 x h x i) and the cast factors (ranks 2r and r) are new tensors
+    that the grouped matmul saves; the router (a parameter, not an ``nn.Linear``) gets W + BA the
+    same way. Seen on real PEFT steps on tiny Qwen3-MoE and Mixtral (tests/planner/test_mechanisms_cpu.py).
+    """
+    if not (spec.is_moe and job.mode in ("lora", "qlora")):
+        return 0
+    names = {n for n, _, _ in lora_targets(spec, job)}
+    h, i, experts, r = spec.hidden_size, spec.moe_intermediate_size, spec.num_local_experts, job.lora_r
+    # QLoRA: prepare_model_for_kbit_training upcasts the non-quantized expert stacks to fp32
+    w = 4 if job.mode == "qlora" or job.precision == "fp32" else 2
+    total = 0
+    if "experts.gate_up_proj" in names:
+        total += w * experts * (2 * i * h + 2 * r * (h + 2 * i))
+    if "experts.down_proj" in names:
+        total += w * experts * (h * i + r * (i + h))
+    if "gate" in names:
+        total += w * experts * h
+    return total
 
 
 # Linears fed by the same tensor (PEFT without dropout saves that one tensor once when it is fp32).
@@ -232,10 +272,36 @@ def prefill_peak(spec: ModelSpec, job: Job) -> int:
     h, i = spec.hidden_size, spec.intermediate_size
     mlp = (4 if spec.model_type == "phi3" else 3) * c * i
     if spec.is_moe:
-        # routed tokens: each token visits top-k experts; intermediate buffers per routed token
-        mlp = 3 * c * sum(moe_widths(spec))
+        mlp = moe_prefill(spec, c) if spec.model_type != "llama4_text" else 3 * c * sum(moe_widths(spec))
     hidden = (5 if spec.model_type in ("gemma2", "gemma3_text") else 4) * c * h
-    return hidden + mlp
+    # SDPA skips the causal mask (is_causal) but not the sliding one: a boolean batch x seq x seq mask
+    # (masking_utils.sdpa_mask) lives through the forward once the prompt outgrows the window.
+    eager = job.attention == "eager" or spec.model_type in ("gemma2", "gpt_oss")
+    window = spec.sliding_window
+    mask = job.seq_len if window and job.seq_len > window and any(sliding_layer_flags(spec)) and not eager else 0
+    return hidden + mlp + mask
+
+
+def moe_prefill(spec: ModelSpec, c: int) -> int:
+    """Bytes per token live at the peak of an MoE layer's prefill under transformers 5's default
+    experts kernel (``integrations/moe.py: grouped_mm_experts_forward``; seen on real prefills,
+    tests/planner/test_mechanisms_cpu.py).
+
+    Each token becomes k routed slots (k = num_experts_per_tok). Per slot the kernel holds its
+    gathered input (h) and, at the gate, the gate_up output (2i), act(gate) and the product (i each);
+    gpt-oss's clamped SwiGLU (``GptOssExperts._apply_gate``) keeps clamped gate and up, the GLU,
+    up + 1 and the product instead (5i). Later the down output, its router-weighted copy and that
+    copy put back in token order (3h) sit beside the gathered input: the peak is the larger of
+    h + 4i (7i) and 4h per slot. Routing adds the sort's ids and permutation (int64), the histogram
+    input (fp32), the inverse permutation and the slot weights (32 B a slot with fp32 weights) and,
+    per token, the router logits (E x c) and the top-k ids and weights (12 B each). DeepSeek's shared
+    experts run after the routed ones, beside their output (modeling_deepseek_v3.DeepseekV3MoE).
+    """
+    k, h, i, experts = spec.num_experts_per_tok, spec.hidden_size, spec.moe_intermediate_size, spec.num_local_experts
+    gate = 7 if spec.model_type == "gpt_oss" else 4
+    routed = k * c * max(4 * h, h + gate * i) + 32 * k + experts * c + 12 * k
+    _, shared = moe_widths(spec)
+    return max(routed, c * h + 3 * c * shared)
 
 
 def eager_prefill_attention(spec: ModelSpec, job: Job, seq: int) -> int:
@@ -252,10 +318,14 @@ def eager_prefill_attention(spec: ModelSpec, job: Job, seq: int) -> int:
     return 3 * c * spec.hidden_size + 3 * c * spec.q_dim + (c + 8) * spec.num_attention_heads * seq + masks * c * seq
 
 
-def kv_cache_bytes(spec: ModelSpec, seq: int, dtype_bytes: int) -> int:
+def kv_cache_bytes(spec: ModelSpec, seq: int, dtype_bytes: int, *, prefill: bool = True) -> int:
     """Bytes of K and V for one sequence of ``seq`` tokens across all layers.
 
-    Sliding-window layers keep at most the window (transformers' DynamicSlidingWindowLayer): all
+    At the prefill every layer holds the whole prompt: transformers' DynamicSlidingWindowLayer
+    keeps ``full_key_states[:, :, -window + 1:]``, a view that keeps the full prompt's storage
+    alive until the first decoded token replaces it (cache_utils.py; seen on real Gemma 3 and
+    gpt-oss prefills, tests/planner/test_mechanisms_cpu.py). After that (``prefill=False``),
+    sliding-window layers keep at most the window: all
     layers of Mistral and Phi-3 when a window is set, Gemma-2's and gpt-oss's alternate layers, five
     of every six in Gemma 3 (``layer_types``). DeepSeek's multi-head latent attention caches the
     compressed latent, ``kv_lora_rank + qk_rope_head_dim`` values per token and layer, not K and V
@@ -265,7 +335,7 @@ def kv_cache_bytes(spec: ModelSpec, seq: int, dtype_bytes: int) -> int:
     if spec.model_type in ("deepseek_v2", "deepseek_v3"):
         per_layer_token = (int(spec.get("kv_lora_rank")) + int(spec.get("qk_rope_head_dim"))) * dtype_bytes
     L = spec.num_hidden_layers
-    if not spec.sliding_window or seq <= spec.sliding_window:
+    if prefill or not spec.sliding_window or seq <= spec.sliding_window:
         return per_layer_token * L * seq
     sliding_layers = sum(sliding_layer_flags(spec))
     full_layers = L - sliding_layers

@@ -151,6 +151,19 @@ def _inference(spec: ModelSpec, params: ParamCounts, job: Job):
     return terms, phase, ()
 
 
+def _with_lora_experts(spec: ModelSpec, job: Job, held: MemoryTerm) -> MemoryTerm:
+    """Add the LoRA-merged expert stacks of the MoE layers whose saved tensors are alive (all of
+    them; with checkpointing the recomputed layer's, counted here once) to the held activations."""
+    per_layer = act.lora_expert_weights(spec, job)
+    if not per_layer:
+        return held
+    from .params import is_moe_layer
+    n = 1 if job.gradient_checkpointing else sum(is_moe_layer(spec, i) for i in range(spec.num_hidden_layers))
+    return MemoryTerm(held.name, held.bytes + n * per_layer, held.kind,
+                      f"{held.formula} + {n} MoE layers x {per_layer:,} B of LoRA-merged expert weights",
+                      held.source + "; peft ParamWrapper")
+
+
 def act_linears(spec: ModelSpec):
     from .params import linear_shapes
     return linear_shapes(spec)
@@ -198,6 +211,7 @@ def _training(spec: ModelSpec, params: ParamCounts, job: Job):
         held = MemoryTerm("saved activations (all layers)", L * saved_layer * tokens, "activations",
                           f"{L} layers x {saved_layer:,} B/token x {tokens:,} tokens", "autograd saved tensors")
     final_t = MemoryTerm("final norm", final, "activations", "fp32 input of the final RMSNorm", "modeling_llama.py")
+    held = _with_lora_experts(spec, job, held)
     lf, lb = act.logits_bytes(spec, job)
     autocast_w = 0
     if job.mode == "full" and job.precision == "fp32" and job.compute_dtype != "fp32":

@@ -205,14 +205,15 @@ def _representative_layer(spec: ModelSpec) -> int:
     return next((i for i in range(spec.num_hidden_layers) if is_moe_layer(spec, i)), 0)
 
 
-def linear_shapes(spec: ModelSpec) -> tuple[tuple[str, int, int], ...]:
-    """(module name, in_features, out_features) for the linears of one (routed, if any) decoder layer.
+def linear_shapes(spec: ModelSpec, idx: int | None = None) -> tuple[tuple[str, int, int], ...]:
+    """(module name, in_features, out_features) for the linears of decoder layer ``idx`` (default: a
+    routed one, if any).
 
     Fused expert parameters appear once per expert under their ``experts.*`` names; they are not
     ``nn.Linear`` modules, so PEFT's ``all-linear`` skips them (weights.lora_targets).
     """
     out: list[tuple[str, int, int]] = []
-    for t in layer_tensors(spec, _representative_layer(spec)):
+    for t in layer_tensors(spec, _representative_layer(spec) if idx is None else idx):
         if t.kind in ("linear", "experts") and t.shape:
             out += [(t.name, *t.shape)] * t.count
     return tuple(out)
@@ -224,8 +225,18 @@ def linear_shapes(spec: ModelSpec) -> tuple[tuple[str, int, int], ...]:
 _PEFT_WRAPS_EXPERTS = ("mixtral", "qwen3_moe", "deepseek_v2", "deepseek_v3")
 
 
-def peft_all_linear(spec: ModelSpec) -> tuple[tuple[str, int, int], ...]:
-    """(name, in, out) per LoRA pair that ``target_modules="all-linear"`` creates in one (routed) layer.
+def layer_layouts(spec: ModelSpec) -> list[tuple[int, int]]:
+    """(a layer index, how many layers share its layout): dense and routed layers (DeepSeek's dense
+    first layers, Llama 4's interleaved MoE layers, Qwen3-MoE's ``mlp_only_layers``)."""
+    counts: dict[bool, list[int]] = {}
+    for i in range(spec.num_hidden_layers):
+        counts.setdefault(is_moe_layer(spec, i), []).append(i)
+    return [(idxs[0], len(idxs)) for idxs in counts.values()]
+
+
+def peft_all_linear(spec: ModelSpec, idx: int | None = None) -> tuple[tuple[str, int, int], ...]:
+    """(name, in, out) per LoRA pair that ``target_modules="all-linear"`` creates in layer ``idx``
+    (default: a routed one, if any).
 
     Every ``nn.Linear`` (Llama 4's router is one); for the architectures in ``_PEFT_WRAPS_EXPERTS``
     also the router weight (r x (hidden + E)) and the fused experts (but not DeepSeek's shared experts): ``down_proj`` gets rank r per
@@ -233,9 +244,13 @@ def peft_all_linear(spec: ModelSpec) -> tuple[tuple[str, int, int], ...]:
     written here as E and 2E pairs so that r x (in + out) per pair adds up."""
     out: list[tuple[str, int, int]] = []
     wraps = spec.model_type in _PEFT_WRAPS_EXPERTS
-    for t in layer_tensors(spec, _representative_layer(spec)):
-        if t.name.startswith("shared_experts.") and wraps:
-            continue  # DeepSeek's shared experts get no LoRA under all-linear (seen with PEFT 0.21.2)
+    idx = _representative_layer(spec) if idx is None else idx
+    dense = not is_moe_layer(spec, idx)
+    for t in layer_tensors(spec, idx):
+        if wraps and (t.name.startswith("shared_experts.") or dense and t.kind == "linear" and t.group == "mlp"):
+            # DeepSeek's shared experts and the dense MLPs of DeepSeek's first layers / Qwen3-MoE's
+            # mlp_only_layers get no LoRA under all-linear (seen with PEFT 0.21.2, test_params_meta.py)
+            continue
         if t.kind == "linear" and t.shape:
             out.append((t.name, *t.shape))
         elif wraps and t.kind == "experts":

@@ -13,6 +13,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from .config_checks import parse_config_json
 from .errors import PlannerError
 from .spec import ModelSpec, spec_from_config
 
@@ -62,11 +63,10 @@ def _from_doc(doc: dict[str, Any], variant: str | None = None) -> ModelSpec:
 
 def _read_json(path: Path) -> Any:
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise PlannerError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno})") from None
+        raw = path.read_bytes()
     except OSError as exc:
         raise PlannerError(f"cannot read {path}: {exc.strerror}") from None
+    return parse_config_json(raw, str(path))
 
 
 def load_local(path: str | os.PathLike[str]) -> ModelSpec:

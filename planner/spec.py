@@ -7,6 +7,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Mapping
 
+from .config_checks import check_fields, check_invariants
 from .errors import PlannerError
 
 SUPPORTED_ARCHITECTURES = ("llama", "mistral", "qwen2", "mixtral", "gemma2", "phi3", "granite", "olmo2", "qwen3",
@@ -123,6 +124,7 @@ def spec_from_config(config: Mapping[str, Any], *, name: str, hf_id: str | None 
         if key not in cfg and key in defaults:
             cfg[key] = defaults[key]
     cfg_or_default = {**defaults, **cfg}
+    check_fields(cfg, name)
     missing = [k for k in _REQUIRED if k not in cfg]
     if missing and cfg.get("model_type") not in SUPPORTED_ARCHITECTURES:
         cfg = _normalise_with_transformers(cfg, name) or cfg
@@ -159,6 +161,11 @@ def spec_from_config(config: Mapping[str, Any], *, name: str, hf_id: str | None 
         intermediate = as_int("n_inner") or 4 * hidden
     if intermediate is None:
         raise PlannerError(f"config for '{name}' lacks intermediate_size")
+    kv_heads = as_int("num_key_value_heads") or heads
+    check_invariants(name=name, hidden=hidden, heads=heads, kv_heads=kv_heads, layers=as_int("num_hidden_layers"),
+                     intermediate=intermediate, head_dim=head_dim,
+                     explicit_head_dim=bool(cfg_or_default.get("head_dim")) or model_type in ("deepseek_v2", "deepseek_v3"),
+                     experts=n_experts, top_k=int(top_k) if n_experts else 0, layer_types=cfg.get("layer_types"))
     return ModelSpec(
         name=name,
         model_type=model_type,
@@ -166,7 +173,7 @@ def spec_from_config(config: Mapping[str, Any], *, name: str, hf_id: str | None 
         intermediate_size=intermediate,
         num_hidden_layers=as_int("num_hidden_layers"),
         num_attention_heads=heads,
-        num_key_value_heads=as_int("num_key_value_heads") or heads,
+        num_key_value_heads=kv_heads,
         head_dim=head_dim,
         vocab_size=as_int("vocab_size"),
         tie_word_embeddings=bool(cfg_or_default.get("tie_word_embeddings", model_type == "gemma")),

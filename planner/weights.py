@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from .errors import PlannerError
 from .job import BYTES_PER_PARAM, Job
-from .params import ParamCounts, decoder_linears, linear_shapes, peft_all_linear
+from .params import ParamCounts, decoder_linears, layer_layouts, linear_shapes, peft_all_linear
 from .spec import ModelSpec
 
 BYTES = {k: int(BYTES_PER_PARAM[k]) for k in ("fp32", "bf16", "fp16")}  # unquantized storage
@@ -78,13 +78,13 @@ def weight_bytes(spec: ModelSpec, params: ParamCounts, precision: str, *, upcast
     return WeightBytes(q, rest * rest_b, n_q, formula)
 
 
-def lora_targets(spec: ModelSpec, job: Job) -> tuple[tuple[str, int, int], ...]:
-    """The (name, in, out) linears of one layer that LoRA wraps."""
-    shapes = peft_all_linear(spec)
+def lora_targets(spec: ModelSpec, job: Job, idx: int | None = None) -> tuple[tuple[str, int, int], ...]:
+    """The (name, in, out) linears of layer ``idx`` (default: a routed one, if any) that LoRA wraps."""
+    shapes = peft_all_linear(spec, idx)
     wanted = job.target_modules
     if wanted is None:
         return shapes
-    names = {n for n, _, _ in linear_shapes(spec)}
+    names = {n for i, _ in layer_layouts(spec) for n, _, _ in linear_shapes(spec, i)}
     unknown = [w for w in wanted if w not in names]
     if unknown:
         raise PlannerError(f"--lora-targets {','.join(unknown)} not in {spec.name}; "
@@ -97,8 +97,8 @@ def trainable_params(spec: ModelSpec, params: ParamCounts, job: Job) -> int:
     if job.mode == "full":
         return params.total
     if job.mode in ("lora", "qlora"):
-        per_layer = sum(job.lora_r * (i + o) for _, i, o in lora_targets(spec, job))
-        return per_layer * spec.num_hidden_layers
+        return sum(n * job.lora_r * sum(i + o for _, i, o in lora_targets(spec, job, idx))
+                   for idx, n in layer_layouts(spec))
     if job.mode == "prompt-tuning":
         return job.num_virtual_tokens * spec.hidden_size
     return 0
@@ -107,5 +107,4 @@ def trainable_params(spec: ModelSpec, params: ParamCounts, job: Job) -> int:
 def adapter_slot_bytes(spec: ModelSpec, job: Job) -> int:
     """One LoRA adapter of rank max_lora_rank in 16-bit, as a serving engine keeps it."""
     rank = job.max_lora_rank or job.lora_r
-    per_layer = sum(rank * (i + o) for _, i, o in lora_targets(spec, job))
-    return per_layer * spec.num_hidden_layers * 2
+    return 2 * sum(n * rank * sum(i + o for _, i, o in lora_targets(spec, job, idx)) for idx, n in layer_layouts(spec))

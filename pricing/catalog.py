@@ -365,6 +365,10 @@ def managed_spot_price(prices: dict, zones: dict, instance_type: str, region: st
                  origin="derived")
 
 
+class CatalogWarning(UserWarning):
+    """A catalog problem that does not stop the command (the CLI shows it as one ``warning:`` line)."""
+
+
 def load_catalog(data_dir: Path | None = None, user_dir: Path | None | bool = None) -> Catalog:
     """Bundled catalog plus the user's refreshed prices (``user_dir=False`` ignores them).
 
@@ -379,8 +383,15 @@ def load_catalog(data_dir: Path | None = None, user_dir: Path | None | bool = No
     if user_dir is not False:
         path = Path(user_dir or cache_dir()) / USER_PRICES
         if path.is_file():
-            user_file = str(path)
-            prices.update({p.key: p for p in load_prices(path, origin="user")})
+            try:
+                user_prices = load_prices(path, origin="user")
+            except PlannerError as exc:  # issue 13: a corrupt user file must not block every command
+                import warnings
+                warnings.warn(CatalogWarning(f"ignoring the user price catalog ({exc}); using the bundled "
+                                             f"prices (run `plan prices refresh` or delete {path})"), stacklevel=2)
+            else:
+                user_file = str(path)
+                prices.update({p.key: p for p in user_prices})
     zones = _load_zones(data_dir / SPOT_ZONES)
     by_pair: dict[tuple[str, str], list[SpotZone]] = {}
     for z in zones:

@@ -2,18 +2,23 @@
 
 Pure selection over data passed in: ``build_candidates`` takes the estimate and the catalog and
 returns every candidate considered, kept or dropped, each with its reason; ``cheapest_fit``
-picks the cheapest fitting one under the objective (job cost when the job's hours are known,
-else cost per hour of the whole plan).
+picks the best fitting one under the objective: job cost (the default when the job's hours are
+known), cost per hour of the whole plan (the default otherwise), or job time (``--objective``).
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from planner.errors import PlannerError
+
 from . import timecost
 from .fit import fit_machine
 
-OBJECTIVES = ("job_usd", "usd_per_hour")
+OBJECTIVES = ("job_usd", "usd_per_hour", "job_hours")
+# --objective NAME -> the Candidate field that ranks, and how the output names it.
+OBJECTIVE_NAMES = {"job-cost": "job_usd", "hourly": "usd_per_hour", "time": "job_hours"}
+OBJECTIVE_LABELS = {"job_usd": "job cost", "usd_per_hour": "cost per hour", "job_hours": "job time"}
 
 
 @dataclass(frozen=True)
@@ -52,14 +57,18 @@ class Candidate:
     price_origin: str | None = None
 
     def cost(self, objective: str) -> float | None:
-        return self.job_usd if objective == "job_usd" else self.usd_per_hour
+        """The figure ``objective`` ranks by (a cost, or the job hours for ``job_hours``)."""
+        return getattr(self, objective if objective in OBJECTIVES else "usd_per_hour")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def _platforms(platform: str) -> tuple[str, ...]:
-    return ("ec2", "sagemaker") if platform == "any" else (platform,)
+def _platforms(platform: str, training: bool = True, spot: bool = False) -> tuple[str, ...]:
+    """Platforms searched; with --spot for inference, SageMaker (hosting, no spot) is left out, not priced on-demand."""
+    if platform != "any":
+        return (platform,)
+    return ("ec2", "sagemaker") if training or not spot else ("ec2",)
 
 
 def _usage(platform: str, training: bool, spot: bool) -> str:
@@ -72,60 +81,75 @@ def _usage(platform: str, training: bool, spot: bool) -> str:
 
 
 def build_candidates(est, catalog, *, platform: str = "any", region: str = "us-east-1", spot: bool = False,
-                     max_gpus: int | None = None, tokens: int | None = None,
-                     epochs: float = 1.0) -> tuple[Candidate, ...]:
-    """Every NVIDIA instance of the catalog on each platform asked for, fitted and priced.
+                     max_gpus: int | None = None, tokens: int | None = None, epochs: float = 1.0,
+                     regions: tuple[str, ...] | None = None) -> tuple[Candidate, ...]:
+    """Every NVIDIA instance of the catalog on each platform asked for, fitted and priced in each region.
 
     Neuron (Inferentia/Trainium) types are left out: they cannot run a CUDA/bitsandbytes stack.
-    SageMaker offers only the ``ml.*`` types its price list names; SageMaker managed spot has no
-    price in the catalog, so with --spot its candidates are unpriced.
+    SageMaker offers only the ``ml.*`` types its price list names; with --spot its training price
+    is the managed-spot estimate (pricing.catalog.managed_spot_price) or unknown. Fit and time do
+    not depend on the region, so they are computed once per instance and priced per region.
     """
     training = est.job.is_training
     out: list[Candidate] = []
-    for plat in _platforms(platform):
+    for plat in _platforms(platform, training, spot):
         names = ([i.instance_type for i in catalog.instances] if plat == "ec2" else list(catalog.sagemaker_types()))
+        usage = _usage(plat, training, spot)
         for name in names:
             inst = catalog.instance(name)
             if inst is None or inst.accelerator != "nvidia" or not inst.gpu_memory_gib:
                 continue
-            usage = _usage(plat, training, spot)
-            price = catalog.price(plat, name, region, usage)
-            base = dict(instance_type=name, platform=plat, region=region, usage=usage, gpu_model=inst.gpu_model,
-                        gpus_per_machine=inst.gpu_count, gpu_memory_gib=inst.gpu_memory_gib)
-            if price is not None:
-                base.update(usd_per_hour_per_machine=price.usd_per_hour, price_source=price.source,
-                            price_as_of=price.as_of, price_estimated=price.estimated, price_note=price.note,
-                            price_origin=price.origin)
+            hw = dict(instance_type=name, platform=plat, usage=usage, gpu_model=inst.gpu_model,
+                      gpus_per_machine=inst.gpu_count, gpu_memory_gib=inst.gpu_memory_gib)
             if max_gpus is not None and inst.gpu_count > max_gpus:
-                out.append(Candidate(**base, fits=False,
-                                     reason=f"has {inst.gpu_count} GPUs per machine; --max-gpus is {max_gpus}"))
+                for reg in regions or (region,):
+                    out.append(Candidate(**hw, region=reg, **_price_fields(catalog.price(plat, name, reg, usage)),
+                                         fits=False,
+                                         reason=f"has {inst.gpu_count} GPUs per machine; --max-gpus is {max_gpus}"))
                 continue
             f = fit_machine(est, gpu_memory_gib=inst.gpu_memory_gib, gpu_count=inst.gpu_count,
                             efa=inst.efa and training, max_gpus=max_gpus)
-            reason = f.reason
-            hourly = None
-            if price is None or price.usd_per_hour is None:
-                why = (price.note if price is not None and price.note else
-                       f"no {usage} price known for {region}")
-                reason += f"; {why}"
-            else:
-                hourly = price.usd_per_hour * f.machines
             t = timecost.job_time(est, tokens=tokens, epochs=epochs, gpus=f.gpus_used, machines=f.machines,
                                   spec=catalog.gpu(inst.gpu_model), spot=spot, platform=plat, strategy=f.strategy,
                                   interconnect=inst.interconnect, gpus_per_machine=inst.gpu_count)
-            hours = None if t is None else t.job_hours
-            out.append(Candidate(**base, fits=f.fits, reason=reason, strategy=f.strategy, machines=f.machines,
-                                 gpu_count=f.gpus_used, per_gpu_bytes=f.per_gpu_bytes,
-                                 usable_bytes_per_gpu=f.usable_bytes_per_gpu, usd_per_hour=hourly,
-                                 usd_per_month=timecost.monthly(hourly), job_hours=hours,
-                                 job_usd=None if t is None or hourly is None else t.billed_hours * hourly,
-                                 overhead_hours=None if t is None else t.overhead_hours,
-                                 tokens_per_second=None if t is None else t.tokens_per_second))
+            for reg in regions or (region,):
+                price = catalog.price(plat, name, reg, usage)
+                reason = f.reason
+                hourly = None
+                if price is None or price.usd_per_hour is None:
+                    why = (price.note if price is not None and price.note else f"no {usage} price known for {reg}")
+                    reason += f"; {why}"
+                else:
+                    hourly = price.usd_per_hour * f.machines
+                out.append(Candidate(**hw, region=reg, **_price_fields(price), fits=f.fits, reason=reason,
+                                     strategy=f.strategy, machines=f.machines, gpu_count=f.gpus_used,
+                                     per_gpu_bytes=f.per_gpu_bytes, usable_bytes_per_gpu=f.usable_bytes_per_gpu,
+                                     usd_per_hour=hourly, usd_per_month=timecost.monthly(hourly),
+                                     job_hours=None if t is None else t.job_hours,
+                                     job_usd=None if t is None or hourly is None else t.billed_hours * hourly,
+                                     overhead_hours=None if t is None else t.overhead_hours,
+                                     tokens_per_second=None if t is None else t.tokens_per_second))
     return tuple(out)
 
 
-def objective_for(est, tokens: int | None) -> str:
-    return "job_usd" if est.job.is_training and tokens is not None else "usd_per_hour"
+def _price_fields(price) -> dict[str, Any]:
+    if price is None:
+        return {}
+    return dict(usd_per_hour_per_machine=price.usd_per_hour, price_source=price.source, price_as_of=price.as_of,
+                price_estimated=price.estimated, price_note=price.note, price_origin=price.origin)
+
+
+def objective_for(est, tokens: int | None, name: str | None = None) -> str:
+    """The ranking field: ``--objective`` when given (checked), else job cost when tokens are known, else hourly."""
+    known = est.job.is_training and tokens is not None
+    if name is None:
+        return "job_usd" if known else "usd_per_hour"
+    if name not in OBJECTIVE_NAMES:
+        raise PlannerError(f"unknown --objective '{name}'; choose job-cost, hourly or time")
+    if OBJECTIVE_NAMES[name] != "usd_per_hour" and not known:
+        raise PlannerError(f"--objective {name} needs a training job with --tokens or --dataset (job hours are "
+                           "unknown without them); use --objective hourly")
+    return OBJECTIVE_NAMES[name]
 
 
 def rank(candidates, objective: str) -> tuple[Candidate, ...]:
@@ -133,6 +157,7 @@ def rank(candidates, objective: str) -> tuple[Candidate, ...]:
     def key(c: Candidate):
         cost = c.cost(objective)
         return (not c.fits, cost is None, cost if cost is not None else 0.0,
+                c.job_usd if c.job_usd is not None else float("inf"),
                 c.usd_per_hour if c.usd_per_hour is not None else float("inf"), c.platform, c.instance_type)
     return tuple(sorted(candidates, key=key))
 

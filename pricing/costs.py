@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from typing import Any
 
@@ -124,32 +124,103 @@ def nothing_fits_message(near: choose.Candidate | None, est) -> str:
             f"{needs_text(near.per_gpu_bytes, near.usable_bytes_per_gpu)} (short by {need - has:.2f} GiB); {hint}")
 
 
+def apply_limits(cands, *, max_hours: float | None = None, max_cost: float | None = None):
+    """Fitting candidates over --max-hours or --max-cost become non-fitting (reason says why).
+
+    Returns (candidates, the ones the limits excluded). ``max_cost`` is compared with the job
+    cost, start-up included (``Candidate.job_usd``: billed overhead + compute hours x price);
+    a candidate with an unknown job cost is excluded too, since it cannot be shown to be under it.
+    """
+    out, limited = [], []
+    for c in cands:
+        over = []
+        if c.fits and max_hours is not None and (c.job_hours is None or c.job_hours > max_hours):
+            took = "unknown" if c.job_hours is None else f"{c.job_hours:,.2f} h"
+            over.append(f"job time {took} is over --max-hours {max_hours:g}")
+        if c.fits and max_cost is not None and (c.job_usd is None or c.job_usd > max_cost):
+            cost = "unknown" if c.job_usd is None else f"${c.job_usd:,.4f}"
+            over.append(f"job cost {cost} (start-up included) is over --max-cost ${max_cost:g}")
+        if over:
+            c = replace(c, fits=False, reason=f"{c.reason}; {'; '.join(over)}")
+            limited.append(c)
+        out.append(c)
+    return tuple(out), tuple(limited)
+
+
+def check_limits(est, tokens: int | None, *, max_hours: float | None, max_cost: float | None) -> None:
+    for flag, value in (("--max-hours", max_hours), ("--max-cost", max_cost)):
+        if value is not None and (not math.isfinite(value) or value <= 0):
+            raise PlannerError(f"{flag} must be a positive number, got {value}")
+    if max_hours is not None and not (est.job.is_training and tokens is not None):
+        raise PlannerError("--max-hours needs a training job with --tokens or --dataset (job hours are unknown "
+                           "without them)")
+
+
+def _over_limits_message(limited, max_hours, max_cost) -> str:
+    given = [(f, t) for f, v, t in (("--max-hours", max_hours, f"--max-hours {max_hours}"),
+                                     ("--max-cost", max_cost, f"--max-cost ${max_cost}")) if v is not None]
+    flags, limits = " and ".join(f for f, _ in given), " and ".join(t for _, t in given)
+    priced = [c for c in limited if c.job_usd is not None]
+    by_time = max_cost is None  # a deadline alone: show the fastest, else the cheapest
+    best = min(priced, key=lambda c: c.job_hours if by_time else c.job_usd, default=None)
+    if best is None:
+        return f"nothing fits within {flags}: no fitting candidate has a known job cost and time"
+    return (f"nothing fits within {flags}: the {'fastest' if by_time else 'cheapest'} fitting job, "
+            f"{best.platform} {best.instance_type} ({best.region}), costs ${best.job_usd:,.4f} and takes "
+            f"{best.job_hours * 60:,.1f} min including {best.overhead_hours * 60:,.1f} min of start-up: over "
+            f"{limits}; raise {flags} or plan a smaller job")
+
+
 def plan_costs(est, catalog, *, platform: str = "any", region: str = "us-east-1", spot: bool = False,
                max_gpus: int | None = None, tokens: int | None = None, tokens_source: str | None = None,
                epochs: float = 1.0, money: Money | None = None, today: date | None = None,
-               notes: tuple[str, ...] = ()) -> PlanCosts:
-    """Price every candidate for ``est`` and recommend the cheapest that fits."""
+               notes: tuple[str, ...] = (), objective: str | None = None, max_hours: float | None = None,
+               max_cost: float | None = None) -> PlanCosts:
+    """Price every candidate for ``est`` (in every region with ``region="any"``) and recommend the best fit.
+
+    ``objective`` is an --objective name (job-cost, hourly, time) or None for the default.
+    """
+    from .regions import ANY, resolve_regions
+    from .spot import check_spot
+
     today = today or date.today()
-    objective = choose.objective_for(est, tokens)
-    cands = choose.rank(choose.build_candidates(est, catalog, platform=platform, region=region, spot=spot,
-                                                max_gpus=max_gpus, tokens=tokens, epochs=epochs), objective)
+    check_spot(platform, est.job.is_training, spot)
+    check_limits(est, tokens, max_hours=max_hours, max_cost=max_cost)
+    objective_name, objective = objective, choose.objective_for(est, tokens, objective)
+    regions = resolve_regions(catalog, region, platform)
+    cands = choose.build_candidates(est, catalog, platform=platform, region=region, spot=spot, max_gpus=max_gpus,
+                                    tokens=tokens, epochs=epochs, regions=regions)
+    timed = est.job.is_training and tokens is not None
+    cands, limited = apply_limits(cands, max_hours=max_hours, max_cost=max_cost if timed else None)
+    cands = choose.rank(cands, objective)
     best = choose.cheapest_fit(cands, objective)
     warnings: list[str] = []
     notes = list(notes)
     near = None
     exit_code = 0
     suggested: tuple = ()
+    what = choose.OBJECTIVE_LABELS[objective]
+    if spot and not est.job.is_training and platform == "any":
+        notes.append("--spot: SageMaker hosting has no spot capacity, so only EC2 spot instances were searched")
+    if max_cost is not None and not timed:
+        notes.append("--max-cost: the job cost is unknown without --tokens or --dataset, so no candidate was "
+                     "judged by it; a SageMaker launch checks it against the cost at the job's time limit")
     if best is not None:
-        what = "job cost" if objective == "job_usd" else "cost per hour"
-        verdict = f"cheapest fitting plan by {what}: {best.platform} {best.instance_type}"
+        where = f" in {best.region}" if region == ANY else ""
+        verdict = f"{'fastest' if objective == 'job_hours' else 'cheapest'} fitting plan by {what}: {best.platform} {best.instance_type}{where}"
+        if region == ANY:
+            notes.append(f"--region any: searched {len(regions)} regions; chose {best.region}")
         if best.price_estimated:
             warnings.append(f"the {best.instance_type} price is estimated ({best.price_source})")
         stale = stale_warning(best, today)
         if stale:
             warnings.append(stale)
+    elif limited:
+        verdict = _over_limits_message(limited, max_hours, max_cost)
+        exit_code = NOTHING_FITS_EXIT
     elif any(c.fits for c in cands):
         fitting = [c.instance_type for c in cands if c.fits][:3]
-        verdict = (f"fits on {', '.join(fitting)} but no {'job cost' if objective == 'job_usd' else 'price'} "
+        verdict = (f"fits on {', '.join(fitting)} but no {'price' if objective == 'usd_per_hour' else what} "
                    f"is known for {region}; run `plan prices refresh --region {region}`")
         exit_code = NOTHING_FITS_EXIT
     else:
@@ -160,11 +231,12 @@ def plan_costs(est, catalog, *, platform: str = "any", region: str = "us-east-1"
         suggested = suggestions_for_catalog(est, catalog, platform=platform, max_gpus=max_gpus)
     if est.job.is_training and tokens is None:
         notes.append("no --tokens or --dataset: ranked by cost per hour; give them for job hours and job cost")
-    if objective == "job_usd" and best is not None:
-        unknown = sum(1 for c in cands if c.fits and c.job_usd is None)
+    if objective != "usd_per_hour" and best is not None:
+        unknown = sum(1 for c in cands if c.fits and c.cost(objective) is None)
         if unknown:
-            notes.append(f"{unknown} fitting candidate(s) have no job cost (unknown price or GPU throughput)")
+            notes.append(f"{unknown} fitting candidate(s) have no {what} (unknown price or GPU throughput)")
     return PlanCosts(recommendation=best, candidates=cands, objective=objective, platform=platform, region=region,
                      spot=spot, tokens=tokens, tokens_source=tokens_source, epochs=epochs, money=money,
                      closest=near, verdict=verdict, warnings=tuple(warnings), notes=tuple(notes),
-                     exit_code=exit_code, suggestions=suggested)
+                     exit_code=exit_code, suggestions=suggested,
+                     extra={"objective_from": "--objective" if objective_name else "default", "max_hours": max_hours, "max_cost": max_cost, "regions_searched": len(regions)})

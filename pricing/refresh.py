@@ -13,6 +13,8 @@ boto3 is imported here only (the ``aws`` extra).
 from __future__ import annotations
 
 import json
+import math
+import os
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from pathlib import Path
@@ -120,6 +122,42 @@ def fetch_region(region: str, *, pricing, ec2, ec2_types: list[str], sagemaker_t
     return rows, unknown
 
 
+# Bounded waits for every AWS call (issue 13): botocore's defaults are 60 s connect + 60 s read with
+# retries, so a port that accepts and never answers held `plan prices refresh` for minutes.
+CONNECT_TIMEOUT_ENV, READ_TIMEOUT_ENV = "PLAN_AWS_CONNECT_TIMEOUT", "PLAN_AWS_READ_TIMEOUT"
+DEFAULT_CONNECT_TIMEOUT_S, DEFAULT_READ_TIMEOUT_S, MAX_ATTEMPTS = 10.0, 30.0, 3
+
+
+def _seconds(env: str, default: float) -> float:
+    raw = os.environ.get(env)
+    try:
+        value = float(raw) if raw else default
+    except ValueError:
+        raise PlannerError(f"{env} must be a number of seconds, got {raw!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise PlannerError(f"{env} must be a positive number of seconds, got {raw!r}")
+    return value
+
+
+def aws_timeouts() -> tuple[float, float, int]:
+    """(connect s, read s, attempts in all, the first included) for every AWS client; ``$PLAN_AWS_*_TIMEOUT`` override the seconds."""
+    return (_seconds(CONNECT_TIMEOUT_ENV, DEFAULT_CONNECT_TIMEOUT_S), _seconds(READ_TIMEOUT_ENV, DEFAULT_READ_TIMEOUT_S),
+            MAX_ATTEMPTS)
+
+
+def bounded_session(region: str | None = None) -> Any:
+    """A fresh boto3 session whose clients all use bounded timeouts and retries (botocore ``Config``)."""
+    import boto3
+    import botocore.session
+    from botocore.config import Config
+
+    connect, read, attempts = aws_timeouts()
+    core = botocore.session.Session()
+    core.set_default_client_config(Config(connect_timeout=connect, read_timeout=read,
+                                          retries={"total_max_attempts": attempts, "mode": "standard"}))
+    return boto3.session.Session(botocore_session=core, region_name=region or None)
+
+
 def _boto3():
     try:
         import boto3  # heavy: only for refresh
@@ -141,7 +179,7 @@ def refresh(regions: Iterable[str], *, directory: Path | None = None, catalog: C
     for r in regions:
         catalog.check_region(r)
     boto3, bexc = _boto3()
-    session = boto3.session.Session()  # fresh: never reuse credentials cached by an earlier session
+    session = bounded_session()  # fresh: never reuse credentials cached by an earlier session
     make = client_factory or (lambda service, region: session.client(service, region_name=region))
     if ec2_types is None:
         ec2_types = [i.instance_type for i in catalog.instances if i.accelerator == "nvidia"]

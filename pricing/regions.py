@@ -1,8 +1,8 @@
 """Searching several regions at once (``--region any``): candidates from each, one ranking.
 
-Pure: takes the catalog and a region list, calls ``choose.build_candidates`` per region, and
-returns every candidate (each names its region). ``cheapest_fit`` over the result names the
-region chosen; because the us-east-1 candidates are among them, the answer is never dearer.
+Pure: takes the catalog and a region list and builds candidates in each (each names its
+region). ``cheapest_fit`` over the result names the region chosen; because the us-east-1
+candidates are among them, the answer is never dearer than the us-east-1 choice.
 """
 from __future__ import annotations
 
@@ -20,7 +20,4 @@ def resolve_regions(catalog, region: str, platform: str = "any") -> tuple[str, .
 
 
 def candidates_in_regions(est, catalog, regions, **kwargs) -> tuple[choose.Candidate, ...]:
-    out: list[choose.Candidate] = []
-    for region in regions:
-        out.extend(choose.build_candidates(est, catalog, region=region, **kwargs))
-    return tuple(out)
+    return choose.build_candidates(est, catalog, regions=tuple(regions), **kwargs)

@@ -80,14 +80,14 @@ def _emit(est, tmp_path: Path) -> dict:
 
 def _sagemaker(est, tmp_path: Path) -> dict:
     from backend.sagemaker.launch import plan_file
-    from backend.sagemaker.request import build_training_request, hyperparameters_for, sagemaker_choice
+    from backend.sagemaker.request import build_training_request, container_settings, sagemaker_choice
     from tests.sagemaker.plans import ONE_GPU
 
     request = build_training_request(
         model_name="qwen2.5-0.5b", hf_id=est.model.hf_id, mode="qlora", params=est.params.total,
         choice=sagemaker_choice(ONE_GPU), region="us-east-1", role_arn="arn:aws:iam::123456789012:role/r",
         bucket="b", dataset="s3://b/data/", image_uri="img", stamp="20261127120000", spot=False,
-        hyperparameters=hyperparameters_for(max_steps=3, epochs=1.0))
+        training=container_settings(est.model.hf_id, max_steps=3, epochs=1.0))
     return plan_file("qwen2.5-0.5b", est, ONE_GPU, request).to_dict()
 
 

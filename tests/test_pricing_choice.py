@@ -23,61 +23,28 @@ def catalog():
     return load_catalog(user_dir=False)
 
 
-def layouts_fit(est, c, efa: bool, max_gpus=None) -> bool:
-    """Independent re-check of the stated rules: does ANY allowed layout fit on this machine?"""
-    usable = fit.usable_bytes(fit.gpu_bytes(c.gpu_memory_gib), est)
-    g = c.gpus_per_machine
-    if not est.job.is_training:
-        if fit.replica_bytes(est) <= usable:
-            return True
-        heads = est.model.num_attention_heads
-        return any(fit.tensor_parallel_bytes(est, d) <= usable for d in range(2, g + 1)
-                   if g % d == 0 and heads % d == 0 and (max_gpus is None or d <= max_gpus))
-    if (fit.replica_bytes(est) if g == 1 else fit.ddp_bytes(est)) <= usable:
-        return True
-    machines = fit.DEFAULT_MAX_MACHINES if efa else 1
-    if max_gpus is not None and efa:
-        machines = max(1, min(machines, max_gpus // g))
-    return any(fit.fsdp_bytes(est, m * g) <= usable for m in range(1, machines + 1) if m * g > 1)
-
-
 SPREAD = [
-    ("qwen2.5-0.5b", "lora", None), ("llama3.2-1b", "full", 10**8), ("llama3-8b", "qlora", 10**9),
-    ("llama3-8b", "lora", None), ("llama3-8b", "full", 10**9), ("mistral-7b", "inference", None),
-    ("llama3-70b", "inference", None), ("llama3-70b", "qlora", 10**8), ("llama3-70b", "full", 10**9),
-    ("mixtral-8x7b", "lora", 10**8), ("qwen2.5-72b", "full", None), ("llama3.1-405b", "inference", None),
-    ("gemma2-27b", "prompt-tuning", 10**7),
+    ("qwen2.5-0.5b", "lora", None), ("llama3-8b", "full", 10**9), ("mistral-7b", "inference", None),
+    ("llama3-70b", "full", 10**9), ("gemma2-27b", "prompt-tuning", 10**7),
 ]
 
 
+# That the recommendation is the cheapest fit is proved by tests/test_pricing_oracle.py (a brute
+# force written apart from pricing/); this checks only the candidates' bookkeeping.
 @pytest.mark.parametrize("model,mode,tokens", SPREAD)
 @pytest.mark.parametrize("platform", ["any", "ec2"])
-def test_recommendation_is_cheapest_fit(catalog, model, mode, tokens, platform):
+def test_candidate_bookkeeping(catalog, model, mode, tokens, platform):
     est = estimate(model, mode=mode)
     costs = plan_costs(est, catalog, platform=platform, tokens=tokens)
-    rec = costs.recommendation
-    assert rec is not None and rec.fits and costs.exit_code == 0
-    objective = costs.objective
-    assert objective == ("job_usd" if tokens and est.job.is_training else "usd_per_hour")
-    best = rec.cost(objective)
+    assert costs.objective == ("job_usd" if tokens and est.job.is_training else "usd_per_hour")
     for c in costs.candidates:
-        inst = catalog.instance(c.instance_type)
-        if c.fits and c.cost(objective) is not None:
-            assert best <= c.cost(objective) + 1e-9, (c.instance_type, c.cost(objective), best)
-        cheaper = c.cost(objective) is not None and c.cost(objective) < best
-        if cheaper:  # every cheaper candidate must really not fit, by the stated rule
-            assert not c.fits
-            assert not layouts_fit(est, c, efa=inst.efa)
-            assert "needs" in c.reason and "GiB per GPU" in c.reason
-        # the hourly price of a plan is the catalog price times machines
-        if c.usd_per_hour is not None:
+        if c.usd_per_hour is not None:  # the hourly price of a plan is the catalog price times machines
             assert c.usd_per_hour == pytest.approx(c.usd_per_hour_per_machine * c.machines)
             assert c.usd_per_month == pytest.approx(c.usd_per_hour * 730)
         if c.platform == "sagemaker":
             assert c.instance_type.startswith("ml.")
     assert platform == "any" or all(c.platform == "ec2" for c in costs.candidates)
-    # Neuron types are never candidates
-    assert not any(c.gpu_model in ("Inferentia2", "Trainium") for c in costs.candidates)
+    assert not any(c.gpu_model in ("Inferentia2", "Trainium") for c in costs.candidates)  # Neuron: never
 
 
 def test_70b_full_finetune_needs_several_machines(catalog):

@@ -19,6 +19,7 @@ from planner.errors import PlannerError
 
 from planner.plan import Machine, Plan, RunSettings, plan_for
 
+from .. import lifeline
 from ..execute import local_path, run_settings
 
 from .config import ACCELERATE_FILE, FSDP, FSDP_QLORA, ZERO3, LaunchConfig, build_launch_config
@@ -147,11 +148,12 @@ def validate_dir(dir: Path) -> bool:
 
 
 def run_on_local_gpus(est: Any, machine: Machine, plan: Plan, out: Path, gpus: int,
-                      env: dict[str, str] | None = None) -> int:
+                      env: dict[str, str] | None = None, *, restart: bool = False) -> int:
     """``--execute --backend local`` on a machine with ``gpus`` > 1 GPUs: the plan's strategy over
     this machine's GPUs under ``accelerate launch``; launch files go to OUT/launch."""
     out = Path(out)
-    cfg = plan_launch(est, machine, entry_args=("--plan", str((out / PLAN_FILE).resolve())), num_processes=gpus)
+    entry = ("--plan", str((out / PLAN_FILE).resolve()), *(("--restart",) if restart else ()))
+    cfg = plan_launch(est, machine, entry_args=entry, num_processes=gpus)
     _write(out / PLAN_FILE, plan.with_(distributed=dict(cfg.metadata)).to_json())
     return launch_local(cfg, out / "launch", env=env)
 
@@ -172,7 +174,11 @@ def launch_local(cfg: LaunchConfig, dir: Path, plan: Plan | None = None, *,
         # accelerate's multi-GPU launcher does not pass --cpu on; without it the ranks pick no backend.
         child_env["ACCELERATE_USE_CPU"] = "true"
     child_env["PYTHONPATH"] = os.pathsep.join(p for p in (str(root), child_env.get("PYTHONPATH")) if p)
+    # issue 13: the launcher gets SIGTERM when plan dies (parent-death signal) and torch's elastic agent
+    # then stops its ranks. No PLAN_PARENT_PID: lifeline.watch_parent compares with the ranks' own
+    # parent, which is the launcher, not plan.
     try:
-        return subprocess.run(argv, env=child_env, timeout=timeout, check=False).returncode
+        return subprocess.run(argv, env=child_env, timeout=timeout, check=False,
+                              preexec_fn=lifeline.preexec(os.getpid())).returncode
     except FileNotFoundError as exc:  # pragma: no cover - python itself missing
         raise PlannerError(f"cannot start accelerate: {exc}") from None

@@ -19,9 +19,9 @@ _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 
 def boto_session(region: str | None) -> Any:
     """A boto3 session for ``region`` (or the configured default), with credentials checked."""
-    import boto3
+    from pricing.refresh import bounded_session  # bounded connect/read timeouts and retries (issue 13)
 
-    session = boto3.Session(region_name=region or None)
+    session = bounded_session(region)
     if not session.region_name:
         raise SageMakerError(NO_REGION)
     if session.get_credentials() is None:

@@ -8,6 +8,7 @@ spot, Torchrun for several GPUs. ``prepare`` builds the request and ``launch`` s
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -18,12 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from planner.allocator import allocator_env
-from planner.plan import Machine, Plan, RunSettings, plan_for
+from planner.plan import Machine, Plan, plan_for
 
 from .errors import SageMakerError, aws_errors
-from .request import (CHECKPOINT_DIR, DATA_DIR, MODEL_DIR, PLAN_FILE, REQUIREMENTS_FILE, SECRET_ENV,
-                      TrainingRequest, build_training_request, check_no_secrets, hyperparameters_for,
-                      sagemaker_candidate, sagemaker_choice)
+from .request import (PLAN_FILE, REQUIREMENTS_FILE, SECRET_ENV, TrainingRequest, build_training_request,
+                      check_no_secrets, container_settings, sagemaker_candidate, sagemaker_choice)
 
 BACKEND_DIR = Path(__file__).resolve().parent.parent
 PLANNER_DIR = BACKEND_DIR.parent / "planner"
@@ -154,38 +154,32 @@ def prepare(model_name: str, est: Any, costs: Any, opts: Any, session: Any) -> T
         digest = content_digest(Path(dataset))
     bucket = resolve_bucket(session, getattr(opts, "bucket", None), create_default=not opts.dry_run)
     secrets = secret_values()
-    hp = hyperparameters_for(max_steps=opts.max_steps, epochs=opts.epochs, learning_rate=opts.learning_rate,
-                             save_steps=opts.save_steps, experiment=opts.experiment)
-    check_no_secrets(hp, secrets)
+    hf_id = est.model.hf_id or model_name
+    training = container_settings(hf_id, max_steps=opts.max_steps, epochs=opts.epochs,
+                                  learning_rate=opts.learning_rate, save_steps=opts.save_steps,
+                                  experiment=opts.experiment)
+    check_no_secrets({PLAN_FILE: json.dumps(training.to_dict())}, secrets)
     env: dict[str, str] = {}
     if choice.instance_count * choice.gpus_per_instance > 1:
         from .sharding import launch_settings
         env, _block = launch_settings(est, Machine.of(sagemaker_candidate(costs)))
     env = {**env, **allocator_env(est.job.allocator)}  # --allocator expandable (issue 10)
     return build_training_request(
-        model_name=model_name, hf_id=est.model.hf_id or model_name, mode=est.job.mode,
+        model_name=model_name, hf_id=hf_id, mode=est.job.mode,
         params=int(est.params.total), choice=choice, region=session.region_name, role_arn=role,
         bucket=bucket, dataset=dataset, image_uri=training_image(session.region_name, choice.instance_type),
         stamp=datetime.now().strftime("%Y%m%d%H%M%S"), spot=bool(opts.spot), max_cost=opts.max_cost,
-        hyperparameters=hp, secret_env=tuple(secrets), dataset_digest=digest, environment=env)
+        training=training, secret_env=tuple(secrets), dataset_digest=digest, environment=env)
 
 
 def plan_file(model_name: str, est: Any, costs: Any, request: TrainingRequest) -> Plan:
     """The job's plan: the estimate, the run settings for backend/train.py, the request.
 
-    No secret values: the request names forwarded variables only. The adapter store and the
-    hyperparameters' paths are the container's; ``register`` is off (``plan jobs fetch`` does it).
-    The run settings are the hyperparameters the job also gets as flags (the flags win).
+    No secret values: the request names forwarded variables only (``stage_source`` checks the
+    file). The run settings are the request's (``container_settings``: the container's paths,
+    ``register`` off); plan.json is their one carrier, the hyperparameters only name the file.
     """
-    hp = request.hyperparameters
-    settings = RunSettings(
-        model=request_tag(request, "plan:model") or model_name, dataset=DATA_DIR, output_dir=MODEL_DIR,
-        checkpoint_dir=CHECKPOINT_DIR, register=False,
-        **{k: v for k, v in {"max_steps": int(hp["max-steps"]) if "max-steps" in hp else None,
-                             "epochs": float(hp["epochs"]) if "epochs" in hp else None,
-                             "learning_rate": float(hp["learning-rate"]) if "learning-rate" in hp else None,
-                             "save_steps": int(hp["save-steps"]) if "save-steps" in hp else None,
-                             "experiment": hp.get("experiment")}.items() if v is not None})
+    settings = request.training or container_settings(request_tag(request, "plan:model") or model_name)
     machine = distributed = None
     if costs is not None:
         candidate = sagemaker_candidate(costs)

@@ -4,6 +4,9 @@
 hours, price), the account's role and bucket, and the run options go in; a
 ``TrainingRequest`` comes out. ``--dry-run`` prints it, ``launch`` turns it into a
 ``ModelTrainer`` call, and the tests assert on it. Secrets appear here by name only.
+
+The run settings travel in one place: plan.json beside the entry script (``container_settings``
+builds them with the container's paths). The job's hyperparameters only point at that file.
 """
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping
 
 from backend import execute
-from planner.plan import Strategy
+from planner.plan import RunSettings, Strategy
 
 from .errors import SageMakerError
 
@@ -35,6 +38,8 @@ CHECKPOINT_DIR = "/opt/ml/checkpoints"
 ENTRY_SCRIPT = "backend/train.py"  # the local backend's entry script, same file
 PLAN_FILE = "plan.json"
 REQUIREMENTS_FILE = "requirements.txt"
+# The entry script's only flag: every run setting is in plan.json (issue 15: one carrier).
+HYPERPARAMETERS = {"plan": PLAN_FILE}
 
 
 @dataclass(frozen=True)
@@ -44,7 +49,7 @@ class SageMakerChoice:
     instance_type: str
     instance_count: int
     gpus_per_instance: int
-    usd_per_hour: float | None     # per machine (None: no price known)
+    usd_per_hour: float | None     # per machine; with spot the managed-spot estimate (None: no price known)
     job_hours: float | None
     job_usd: float | None          # all instances, whole job
     strategy: Strategy | None = None  # pricing's strategy
@@ -81,12 +86,13 @@ class TrainingRequest:
     output_s3_uri: str
     checkpoint_s3_uri: str
     tags: tuple[tuple[str, str], ...]
-    usd_per_hour: float | None       # per machine, on-demand (managed spot is billed less)
+    usd_per_hour: float | None       # per machine: the training price, or with spot the managed-spot estimate
     estimated_hours: float | None
     estimated_usd: float | None
     max_usd: float | None            # the cost if the job runs until max runtime
     max_cost: float | None
     notes: tuple[str, ...] = field(default=())
+    training: RunSettings | None = None  # what plan.json's "training" carries (not repeated in to_dict)
 
     @property
     def needs_upload(self) -> bool:
@@ -94,6 +100,7 @@ class TrainingRequest:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
+        d.pop("training")
         d["hyperparameters"] = dict(self.hyperparameters)
         d["environment"] = {**self.environment,
                             **{name: "<set from the local environment; not shown>" for name in self.secret_env}}
@@ -120,6 +127,11 @@ def sagemaker_candidate(costs: Any) -> Any:
     if rec is not None and _is_sagemaker(rec) and rec.fits:
         return rec
     options = [c for c in costs.candidates if _is_sagemaker(c) and c.fits]
+    limited = [c for c in costs.candidates if _is_sagemaker(c) and ("over --max-cost" in c.reason
+                                                                     or "over --max-hours" in c.reason)]
+    if not options and limited:  # pricing applied --max-cost / --max-hours (start-up included)
+        c = limited[0]
+        raise SageMakerError(f"no SageMaker instance is within the limits: {c.instance_type} {c.reason}")
     if not options:
         raise SageMakerError("no SageMaker instance fits this plan; try --platform sagemaker with more "
                              "--max-gpus, a smaller --seq-len/--batch-size, or --mode qlora")
@@ -172,14 +184,15 @@ def job_names(model_name: str, mode: str, stamp: str) -> tuple[str, str]:
     return base, f"{base}-{stamp}"[:63]
 
 
-def hyperparameters_for(*, max_steps: int | None = None, epochs: float | None = None,
-                        learning_rate: float | None = None, save_steps: int | None = None,
-                        experiment: str | None = None) -> dict[str, str]:
-    """What the entry script gets as ``--key value``: the plan file, SageMaker's paths and the run knobs."""
-    hp: dict[str, Any] = {"plan": PLAN_FILE, "dataset": DATA_DIR, "output-dir": MODEL_DIR,
-                          "checkpoint-dir": CHECKPOINT_DIR, "max-steps": max_steps, "epochs": epochs,
-                          "learning-rate": learning_rate, "save-steps": save_steps, "experiment": experiment}
-    return {k: str(v) for k, v in hp.items() if v is not None}
+def container_settings(model: str, *, max_steps: int | None = None, epochs: float | None = None,
+                       learning_rate: float | None = None, save_steps: int | None = None,
+                       experiment: str | None = None) -> RunSettings:
+    """The run settings of a SageMaker job: SageMaker's fixed paths, the run options given, and
+    ``register`` off (the adapter store is local: ``plan jobs fetch`` registers)."""
+    knobs = {"max_steps": max_steps, "epochs": epochs, "learning_rate": learning_rate, "save_steps": save_steps,
+             "experiment": experiment}
+    return RunSettings(model=model, dataset=DATA_DIR, output_dir=MODEL_DIR, checkpoint_dir=CHECKPOINT_DIR,
+                       register=False, **{k: v for k, v in knobs.items() if v is not None})
 
 
 def check_no_secrets(hyperparameters: Mapping[str, str], secret_values: Mapping[str, str]) -> None:
@@ -196,7 +209,7 @@ def check_no_secrets(hyperparameters: Mapping[str, str], secret_values: Mapping[
 def build_training_request(*, model_name: str, hf_id: str, mode: str, params: int, choice: SageMakerChoice,
                            region: str, role_arn: str, bucket: str, dataset: str, image_uri: str, stamp: str,
                            spot: bool = False, max_cost: float | None = None,
-                           hyperparameters: Mapping[str, str] | None = None,
+                           training: RunSettings | None = None,
                            secret_env: tuple[str, ...] = (), dataset_digest: str | None = None,
                            environment: Mapping[str, str] | None = None) -> TrainingRequest:
     """The full request for one training job, or a SageMakerError (cost over cap, bad input)."""
@@ -228,7 +241,8 @@ def build_training_request(*, model_name: str, hf_id: str, mode: str, params: in
     if choice.job_hours is None:
         notes.append("the plan has no time estimate (give --tokens or --dataset); max runtime set to 24 h")
     if spot:
-        notes.append("costs use the on-demand price; managed spot bills the (lower) spot price actually used")
+        notes.append("costs use the managed-spot estimate (pricing's EC2 spot discount applied to the SageMaker "
+                     "training price; AWS publishes none); SageMaker bills the spot price actually used")
     if max_cost is not None:
         if max_cost <= 0:
             raise SageMakerError(f"--max-cost must be positive, got {max_cost}")
@@ -254,7 +268,7 @@ def build_training_request(*, model_name: str, hf_id: str, mode: str, params: in
         gpus_per_instance=choice.gpus_per_instance, volume_size_gb=volume_size_gb(params, mode),
         distributed=distributed, processes_per_node=choice.gpus_per_instance, spot=spot,
         max_runtime_s=runtime, max_wait_s=max_wait, entry_script=ENTRY_SCRIPT, requirements=REQUIREMENTS_FILE,
-        hyperparameters=dict(hyperparameters or hyperparameters_for()),
+        hyperparameters=dict(HYPERPARAMETERS), training=training or container_settings(hf_id),
         environment={"PLAN_JOB_NAME": job_name, "HF_HUB_DISABLE_TELEMETRY": "1", **(environment or {})},
         secret_env=tuple(secret_env), dataset=dataset, dataset_s3_uri=dataset_s3_uri,
         output_s3_uri=f"{root}/output", checkpoint_s3_uri=f"{root}/checkpoints/{job_name}",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 
 import typer
 from typer.core import TyperGroup
@@ -65,9 +66,18 @@ def _click_types(name: str) -> tuple[type[BaseException], ...]:
     return tuple(getattr(m, name) for m in _click_modules() if hasattr(m, name))
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None, _default=warnings.showwarning):
+    """Our own warnings (pricing, backend, planner) as one ``warning:`` line; others as Python shows them."""
+    if category.__module__.split(".")[0] in ("planner", "pricing", "backend"):
+        print(f"warning: {message}", file=sys.stderr)
+    else:
+        _default(message, category, filename, lineno, file, line)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point: run the app, translating user errors at this one boundary."""
     debug = bool(os.environ.get("PLAN_DEBUG"))
+    warnings.showwarning = _show_warning
     try:
         rc = app(args=argv, prog_name="plan", standalone_mode=False)  # click returns typer.Exit's code here
         if isinstance(rc, int) and rc:

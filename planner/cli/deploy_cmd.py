@@ -16,13 +16,26 @@ import typer
 from . import app
 from .jobs_cmd import JSON, REGION, echo_json
 from .output import console
+from .validate import HelpAwareGroup
 
-endpoints_app = typer.Typer(help="SageMaker real-time endpoints made by `plan deploy`.", no_args_is_help=True,
+endpoints_app = typer.Typer(cls=HelpAwareGroup, help="SageMaker real-time endpoints made by `plan deploy`.", no_args_is_help=True,
                             rich_markup_mode=None)
-registry_app = typer.Typer(help="Model packages: one group per base model, one package per adapter.",
+registry_app = typer.Typer(cls=HelpAwareGroup, help="Model packages: one group per base model, one package per adapter.",
                            no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(endpoints_app, name="endpoints")
 app.add_typer(registry_app, name="registry")
+
+
+@endpoints_app.callback()
+def _endpoints_need_aws(ctx: typer.Context) -> None:
+    from .validate import require_group_extra
+    require_group_extra(ctx, "aws")
+
+
+@registry_app.callback()
+def _registry_needs_aws(ctx: typer.Context) -> None:
+    from .validate import require_group_extra
+    require_group_extra(ctx, "aws")
 
 APPROVAL = typer.Option("PendingManualApproval", "--approval", help="Approved | PendingManualApproval | Rejected")
 
@@ -33,7 +46,7 @@ def _session(region: Optional[str]):
 
 
 @app.command("deploy")
-def deploy_cmd(source: str = typer.Argument(..., help="A Completed training job name, or a model package ARN."),
+def deploy_cmd(ctx: typer.Context, source: str = typer.Argument(..., help="A Completed training job name, or a model package ARN."),
                name: str = typer.Option(..., "--name", help="Endpoint name."),
                role: Optional[str] = typer.Option(None, "--role", help="Execution role ARN (or SAGEMAKER_ROLE_ARN)."),
                instance_type: str = typer.Option("ml.g5.2xlarge", "--instance-type"),
@@ -43,6 +56,9 @@ def deploy_cmd(source: str = typer.Argument(..., help="A Completed training job 
                wait: bool = typer.Option(False, "--wait", help="Wait until the endpoint is InService."),
                region: Optional[str] = REGION, as_json: bool = JSON) -> None:
     """Deploy an adapter to a real-time endpoint (vLLM image, LoRA on the base model). Bills per hour."""
+    from .validate import AWS_MODULES, check_flags, require_extra
+    check_flags(ctx)
+    require_extra("plan deploy", "aws", *AWS_MODULES)
     from backend.sagemaker import deploy, registry
     session = _session(region)
     if source.startswith("arn:") and ":model-package/" in source:
@@ -87,11 +103,13 @@ def endpoints_status(name: str = typer.Argument(...), region: Optional[str] = RE
 
 
 @endpoints_app.command("invoke")
-def endpoints_invoke(name: str = typer.Argument(...), prompt: str = typer.Argument(...),
+def endpoints_invoke(ctx: typer.Context, name: str = typer.Argument(...), prompt: str = typer.Argument(...),
                      adapter: Optional[str] = typer.Option(None, "--adapter", help="Adapter to answer with (vLLM 'model')."),
                      max_tokens: int = typer.Option(256, "--max-tokens", min=1),
                      region: Optional[str] = REGION) -> None:
     """Send one chat message; print the endpoint's JSON answer."""
+    from .validate import check_flags
+    check_flags(ctx)
     from backend.sagemaker.deploy import chat_request, invoke
     answer = invoke(name, chat_request(prompt, adapter, max_tokens), session=_session(region))
     typer.echo(answer if isinstance(answer, str) else json.dumps(answer, indent=2))

@@ -19,6 +19,7 @@ def _fmt(value: float | None, digits: int = 4) -> str:
 
 @app.command("eval")
 def eval_adapter(
+    ctx: typer.Context,
     name: str = typer.Argument(..., help="Adapter: a name from `plan adapters list`, or an adapter directory."),
     dataset: Path = typer.Option(..., "--dataset", help="Task eval data (JSONL/JSON/CSV/Parquet: text, prompt/completion or messages)."),
     general: Optional[Path] = typer.Option(None, "--general", help="General-text file for the forgetting check (default: the shipped set)."),
@@ -36,6 +37,11 @@ def eval_adapter(
 ) -> None:
     """Loss, perplexity and exact match on TASK data with and without the adapter; forgetting verdict;
     optionally lm-eval tasks (standard benchmarks or local YAMLs) with and without the adapter."""
+    from .validate import check_flags, require_extra
+    check_flags(ctx)
+    require_extra("plan eval", "train", "torch", "transformers", "peft")
+    if lm_eval_tasks:
+        require_extra("plan eval --lm-eval-tasks", "eval", "lm_eval")
     from backend.adapter_io import find_adapter
     from backend.evaluate import DEFAULT_FORGETTING_THRESHOLD, evaluate_adapter
     from backend.store import AdapterStore

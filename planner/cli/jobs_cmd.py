@@ -12,10 +12,17 @@ import typer
 
 from . import app
 from .output import console
+from .validate import HelpAwareGroup
 
-jobs_app = typer.Typer(help="SageMaker training jobs launched by plan (list, status, wait, fetch).",
+jobs_app = typer.Typer(cls=HelpAwareGroup, help="SageMaker training jobs launched by plan (list, status, wait, fetch).",
                        no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(jobs_app, name="jobs")
+
+
+@jobs_app.callback()
+def _needs_aws(ctx: typer.Context) -> None:
+    from .validate import require_group_extra
+    require_group_extra(ctx, "aws")
 
 REGION = typer.Option(None, "--region", help="AWS region (default: AWS_DEFAULT_REGION or your AWS config).")
 JSON = typer.Option(False, "--json", help="Print JSON instead of text.")
@@ -41,12 +48,14 @@ def _show(info) -> None:
 
 
 @jobs_app.command("list")
-def list_cmd(region: Optional[str] = REGION,
+def list_cmd(ctx: typer.Context, region: Optional[str] = REGION,
              all_jobs: bool = typer.Option(False, "--all", help="Every training job, not only plan-* ones."),
              status: Optional[str] = typer.Option(None, "--status", help="InProgress | Completed | Failed | Stopping | Stopped"),
              limit: int = typer.Option(20, "--limit", min=1, max=100),
              as_json: bool = JSON) -> None:
     """The newest training jobs (those launched by plan unless --all)."""
+    from .validate import check_flags
+    check_flags(ctx)
     from backend.sagemaker.jobs import NAME_PREFIX, list_jobs
     jobs = list_jobs(region=region, name_contains="" if all_jobs else NAME_PREFIX, status=status, max_results=limit)
     if as_json:
@@ -74,11 +83,13 @@ def status_cmd(name: str = typer.Argument(..., help="Training job name."), regio
 
 
 @jobs_app.command("wait")
-def wait_cmd(name: str = typer.Argument(..., help="Training job name."), region: Optional[str] = REGION,
+def wait_cmd(ctx: typer.Context, name: str = typer.Argument(..., help="Training job name."), region: Optional[str] = REGION,
              poll: float = typer.Option(30.0, "--poll", min=0.0, help="Seconds between checks."),
              timeout: Optional[float] = typer.Option(None, "--timeout", help="Give up after this many seconds."),
              as_json: bool = JSON) -> None:
     """Wait until the job ends; exit 0 when Completed, 1 when Failed or Stopped."""
+    from .validate import check_flags
+    check_flags(ctx)
     from backend.sagemaker.jobs import wait_for
 
     def progress(info) -> None:

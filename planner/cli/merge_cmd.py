@@ -24,6 +24,8 @@ def merge(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Merge an adapter into an unquantized copy of its base (never a 4-bit one) and save it."""
+    from .validate import require_extra
+    require_extra("plan adapters merge", "train", "torch", "transformers", "peft")
     from backend.adapter_io import find_adapter
     from backend.merge import check_mergeable, merge_adapter
 

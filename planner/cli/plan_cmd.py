@@ -13,13 +13,14 @@ from typing import Optional
 import typer
 
 from . import DEFAULT_COMMAND, app
-from .output import console
+from .output import console, warn
 from ..estimate import estimate
 from ..job import Job
 
 
 @app.command(DEFAULT_COMMAND, hidden=True, no_args_is_help=True)
 def plan(
+    ctx: typer.Context,
     model: str = typer.Argument(..., help="Alias (llama3-70b), Hugging Face id, config.json or model directory."),
     mode: str = typer.Option("qlora", "--mode", "-m", help="inference | full | lora | qlora | prompt-tuning"),
     precision: Optional[str] = typer.Option(None, "--precision", help="fp32 | bf16 | fp16 | int8 | int4 (default: the mode's standard recipe)"),
@@ -40,11 +41,13 @@ def plan(
     max_lora_rank: Optional[int] = typer.Option(None, "--max-lora-rank", help="Inference with --adapters: largest adapter rank (default --lora-r)."),
     # pricing (issue: pricing)
     platform: str = typer.Option("any", "--platform", help="ec2 | sagemaker | any"),
-    region: str = typer.Option("us-east-1", "--region"),
-    spot: bool = typer.Option(False, "--spot", help="Use spot prices where known."),
+    region: str = typer.Option("us-east-1", "--region", help="AWS region, or 'any' to search every region."),
+    spot: bool = typer.Option(False, "--spot", help="Use spot prices (EC2 spot; SageMaker managed spot, estimated)."),
+    objective: Optional[str] = typer.Option(None, "--objective", help="job-cost | hourly | time (default: job-cost with --tokens/--dataset, else hourly)."),
+    max_hours: Optional[float] = typer.Option(None, "--max-hours", help="Deadline: only plans whose job takes at most H hours."),
     gpu: Optional[str] = typer.Option(None, "--gpu", help="Check your own GPU instead of pricing cloud machines (e.g. 'RTX 4090')."),
     max_gpus: Optional[int] = typer.Option(None, "--max-gpus"),
-    tokens: Optional[int] = typer.Option(None, "--tokens", help="Training tokens per epoch (for job time and cost)."),
+    tokens: Optional[str] = typer.Option(None, "--tokens", help="Training tokens per epoch (for job time and cost): 50000000, 50M, 2B, 1.5e9."),
     dataset: Optional[str] = typer.Option(None, "--dataset", help="Training data (JSONL/JSON/CSV/Parquet, or s3:// for SageMaker)."),
     epochs: float = typer.Option(1.0, "--epochs"),
     currency: Optional[str] = typer.Option(None, "--currency", help="Also show costs in this currency (needs --usd-rate)."),
@@ -62,22 +65,24 @@ def plan(
     experiment: Optional[str] = typer.Option(None, "--experiment", help="MLflow experiment name."),
     role: Optional[str] = typer.Option(None, "--role", help="SageMaker execution role ARN."),
     bucket: Optional[str] = typer.Option(None, "--bucket"),
-    max_cost: Optional[float] = typer.Option(None, "--max-cost", help="Refuse a job estimated to cost more (USD)."),
+    max_cost: Optional[float] = typer.Option(None, "--max-cost", help="Refuse a job estimated to cost more (USD, start-up included)."),
+    restart: bool = typer.Option(False, "--restart", help="Local run: start over, moving the folder's checkpoints aside (not deleted)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="SageMaker: print the request, create nothing."),
     wait: bool = typer.Option(False, "--wait", help="SageMaker: wait for the job to finish."),
     emit_config: Optional[Path] = typer.Option(None, "--emit-config", help="Write the multi-GPU launch configuration here."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object to stdout."),
 ) -> None:
     """Estimate GPU memory for MODEL and MODE, find the cheapest machine, optionally run it."""
+    from .validate import check_flags, context_note, plan_conflicts  # issue 13: numbers and combinations
+    check_flags(ctx)
+    plan_conflicts(ctx)
     job = Job(mode=mode, precision=precision, seq_len=seq_len, batch_size=batch_size,
               gradient_checkpointing=gradient_checkpointing, lora_r=lora_r, lora_alpha=lora_alpha,
               lora_dropout=lora_dropout, lora_targets=lora_targets, num_virtual_tokens=num_virtual_tokens,
               optimizer=optimizer, attention=attention, adapters=adapters, max_lora_rank=max_lora_rank,
               allocator=allocator)
     est = estimate(model, job)
-    from ..memory import context_warning  # issue 10: one line, on stderr
-    if (beyond := context_warning(est.model, job)) is not None:
-        from .output import warn
+    if (beyond := context_note(est)) is not None:
         warn(beyond)
     result = est.to_dict()
     vllm = None
@@ -91,7 +96,7 @@ def plan(
         from .price_request import price_request  # pricing is light: csv + dataclasses
         costs = price_request(est, platform=platform, region=region, spot=spot, gpu=gpu, max_gpus=max_gpus,
                               tokens=tokens, dataset=dataset, epochs=epochs, currency=currency,
-                              usd_rate=usd_rate)
+                              usd_rate=usd_rate, objective=objective, max_hours=max_hours, max_cost=max_cost)
         if costs is not None:
             result.update(costs.to_dict())
 
@@ -116,8 +121,14 @@ def plan(
         opts = ExecuteOptions(backend=backend, dataset=dataset, yes=yes, force=force, output_dir=output_dir,
                               max_steps=max_steps, epochs=epochs, learning_rate=learning_rate,
                               save_steps=save_steps, experiment=experiment, role=role, bucket=bucket,
-                              region=region, spot=spot, max_cost=max_cost, dry_run=dry_run, wait=wait,
-                              emit_config=emit_config, execute=execute, as_json=as_json)
+                              region=_launch_region(region, costs), spot=spot, max_cost=max_cost, dry_run=dry_run, wait=wait,
+                              emit_config=emit_config, execute=execute, as_json=as_json, restart=restart)
         code = run_plan(model, est, costs, opts)
         if code:
             raise typer.Exit(code)
+
+
+def _launch_region(region: str, costs) -> str:
+    """--region any: launch where the recommendation is (pricing named the region it chose)."""
+    rec = getattr(costs, "recommendation", None)
+    return rec.region if region == "any" and rec is not None else region

@@ -4,15 +4,33 @@ pricing/catalog, fit, choose and costs."""
 from __future__ import annotations
 
 import math
+import re
 
 from planner.errors import PlannerError
 
 from pricing.catalog import load_catalog
 from pricing.costs import Money, PlanCosts, plan_costs
+from pricing.regions import ANY
 
 from .output import warn
 
 PLATFORM_CHOICES = ("ec2", "sagemaker", "any")
+TOKEN_SUFFIXES = {"": 1, "k": 10**3, "m": 10**6, "b": 10**9, "g": 10**9, "t": 10**12}
+
+
+def parse_tokens(text: str | int | None) -> int | None:
+    """``--tokens``: 50000000, 50M, 2B, 1.5e9, 10k (SI suffixes, case-insensitive); whole and positive."""
+    if text is None or isinstance(text, int):
+        return text
+    m = re.fullmatch(r"\s*([+-]?[0-9]*\.?[0-9]+(?:e[+]?[0-9]+)?)\s*([kmbgt]?)\s*", str(text).replace("_", "").replace(",", ""),
+                     re.I)
+    if m is None:
+        raise PlannerError(f"--tokens must be a positive number of tokens such as 50000000, 50M, 2B or 1.5e9, "
+                           f"got '{text}'")
+    value = float(m.group(1)) * TOKEN_SUFFIXES[m.group(2).lower()]
+    if not math.isfinite(value) or value < 1:
+        raise PlannerError(f"--tokens must be a positive integer (training tokens per epoch), got '{text}'")
+    return int(round(value))
 
 
 def check_options(*, platform: str, max_gpus: int | None, tokens: int | None, epochs: float) -> None:
@@ -27,14 +45,17 @@ def check_options(*, platform: str, max_gpus: int | None, tokens: int | None, ep
 
 
 def price_request(est, *, platform: str = "any", region: str = "us-east-1", spot: bool = False,
-                  gpu: str | None = None, max_gpus: int | None = None, tokens: int | None = None,
+                  gpu: str | None = None, max_gpus: int | None = None, tokens: str | int | None = None,
                   dataset: str | None = None, epochs: float = 1.0, currency: str | None = None,
-                  usd_rate: float | None = None) -> PlanCosts | None:
+                  usd_rate: float | None = None, objective: str | None = None, max_hours: float | None = None,
+                  max_cost: float | None = None) -> PlanCosts | None:
     """Price ``est`` as the ``plan`` flags ask; warnings go to stderr, the result to the caller."""
+    tokens = parse_tokens(tokens)
     check_options(platform=platform, max_gpus=max_gpus, tokens=tokens, epochs=epochs)
     money = Money.parse(currency, usd_rate)
     catalog = load_catalog()
-    catalog.check_region(region)
+    if region != ANY:
+        catalog.check_region(region)
     notes: list[str] = []
     source = "--tokens" if tokens is not None else None
     if tokens is not None and dataset:
@@ -45,12 +66,18 @@ def price_request(est, *, platform: str = "any", region: str = "us-east-1", spot
         tokens, source = counted.tokens, f"--dataset ({counted.method})"
         notes.append(counted.note)
     if gpu is not None:
+        if objective is not None or max_hours is not None or spot or region == ANY:
+            used = [f for f, v in (("--objective", objective), ("--max-hours", max_hours), ("--spot", spot),
+                                   ("--region any", region == ANY)) if v]
+            raise PlannerError(f"{', '.join(used)}: rank cloud machines and do not apply to --gpu (your own GPU); "
+                               "drop them or drop --gpu")
         from pricing.localgpu import local_costs
         costs = local_costs(est, catalog, gpu, tokens=tokens, tokens_source=source, epochs=epochs, money=money,
                             notes=tuple(notes))
     else:
         costs = plan_costs(est, catalog, platform=platform, region=region, spot=spot, max_gpus=max_gpus,
-                           tokens=tokens, tokens_source=source, epochs=epochs, money=money, notes=tuple(notes))
+                           tokens=tokens, tokens_source=source, epochs=epochs, money=money, notes=tuple(notes),
+                           objective=objective, max_hours=max_hours, max_cost=max_cost)
     for line in costs.warnings:
         warn(line)
     return costs

@@ -21,9 +21,13 @@ def refresh_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
 ) -> None:
     """Read the AWS Price List API and EC2 spot history; write the user catalog (it wins over the bundled one)."""
+    from .validate import AWS_MODULES, require_extra
+    require_extra("plan prices refresh", "aws", *AWS_MODULES[:2])
     from pricing.refresh import refresh
 
-    result = refresh(region or ["us-east-1"])
+    from .progress import waiting
+    with waiting("the AWS Price List API"):
+        result = refresh(region or ["us-east-1"])
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2))
         return

@@ -1,12 +1,23 @@
 """Rich rendering of a PlanCosts: the recommendation, then the next-best alternatives.
 
-The console passed in decides width and colour (fixed width, no colour when not a terminal)."""
+The console passed in decides width and colour (fixed width, no colour when not a terminal).
+Instance names are never truncated: when the table is too wide, the least useful columns are
+dropped first (``DROP_ORDER``) and the rest may wrap; columns with nothing in them are dropped.
+"""
 from __future__ import annotations
 
 from rich.table import Table
+from rich.text import Text
 
+from pricing.choose import OBJECTIVE_LABELS
 from pricing.fit import GIB, needs_text
 from pricing.timecost import HOURS_PER_MONTH
+
+DROP_ORDER = ("strategy", "GiB/GPU", "platform", "$/h", "job h")  # first dropped first
+FIT, NO_FIT = "green", "red"
+USAGE_LABELS = {("ec2", "on-demand"): "EC2 on-demand", ("ec2", "spot"): "EC2 spot",
+                ("sagemaker", "training"): "SageMaker training", ("sagemaker", "spot"): "SageMaker managed spot",
+                ("sagemaker", "hosting"): "SageMaker hosting"}
 
 
 def _usd(x: float | None, digits: int = 2) -> str:
@@ -21,6 +32,10 @@ def _gib2(x: int) -> str:
     return f"{x / GIB:.2f}"
 
 
+def _size(gib: float) -> str:
+    return f"{gib:.2f}".rstrip("0").rstrip(".")
+
+
 def _money(costs, usd: float | None) -> str:
     if costs.money is None or usd is None:
         return ""
@@ -28,8 +43,29 @@ def _money(costs, usd: float | None) -> str:
 
 
 def _gpus(c) -> str:
-    where = f" on {c.machines} machines" if c.machines > 1 else ""
-    return f"{c.gpu_count} x {c.gpu_model}{where}"
+    """GPUs used of those paid for: '1 x L40S', '4 of 8 x H100', '16 x H100 on 2 machines'."""
+    if c.machines > 1:
+        return f"{c.gpu_count} x {c.gpu_model} on {c.machines} machines"
+    if 0 < c.gpu_count < c.gpus_per_machine:
+        return f"{c.gpu_count} of {c.gpus_per_machine} x {c.gpu_model}"
+    return f"{c.gpus_per_machine} x {c.gpu_model}"
+
+
+def _hours(h: float | None) -> str:
+    if h is None:
+        return "-"
+    return f"{h * 60:,.0f} min" if h < 1 else f"{h:,.1f}"
+
+
+def _duration(c) -> str:
+    """Job time with its start-up, in minutes when short."""
+    start = "" if c.overhead_hours is None else f", {c.overhead_hours * 60:,.1f} min of it start-up"
+    total = f"{c.job_hours * 60:,.1f} min" if c.job_hours < 1 else f"{c.job_hours:,.1f} h"
+    return total + start
+
+
+def usage_label(c) -> str:
+    return USAGE_LABELS.get((c.platform, c.usage), c.usage) + (", estimated" if c.price_estimated else "")
 
 
 def render_costs(console, costs) -> None:
@@ -38,52 +74,89 @@ def render_costs(console, costs) -> None:
     if costs.platform == "local":
         _render_local(console, costs)
         return
-    objective = "job cost" if costs.objective == "job_usd" else "cost per hour"
+    objective = OBJECTIVE_LABELS.get(costs.objective, costs.objective)
+    how = "--objective" if costs.extra.get("objective_from") == "--objective" else "the default; --objective changes it"
     console.print()
     if rec is None:
-        console.print(f"Nothing to recommend: {costs.verdict}")
+        console.print(Text("Nothing to recommend: ", style=NO_FIT) + Text(costs.verdict))
     else:
         mem = rec.gpu_memory_gib
+        hw = f" ({rec.gpus_per_machine} x {rec.gpu_model}, {_size(mem)} GiB per GPU)" if mem else ""
         lines = [
-            ("instance", f"{rec.instance_type} on {rec.platform}, {rec.region} ({rec.gpus_per_machine} x {rec.gpu_model} "
-                         f"{mem:.2f} GiB per machine)" if mem else rec.instance_type),
+            ("instance", f"{rec.instance_type} on {rec.platform}, {rec.region}{hw}"),
             ("strategy", f"{rec.strategy}: {_gpus(rec)}"),
             ("memory per GPU", needs_text(rec.per_gpu_bytes, rec.usable_bytes_per_gpu)),
             ("price", f"{_usd(rec.usd_per_hour, 4)}/h{_money(costs, rec.usd_per_hour)}, "
                       f"{_usd(rec.usd_per_month)}/month of {HOURS_PER_MONTH} h{_money(costs, rec.usd_per_month)}"
-                      + (" (spot)" if costs.spot and rec.platform == "ec2" else "")),
+                      f" ({usage_label(rec)})"),
         ]
         if rec.job_hours is not None:
             tokens = f"{costs.tokens:,} tokens x {costs.epochs:g} epoch(s)"
-            lines.append(("job", f"{rec.job_hours:,.1f} h, {_usd(rec.job_usd)}{_money(costs, rec.job_usd)} "
-                                 f"for {tokens}"))
+            lines.append(("job", f"{_duration(rec)}; {_usd(rec.job_usd)}{_money(costs, rec.job_usd)} for {tokens}"))
         est = " (estimated)" if rec.price_estimated else ""
         lines.append(("price source", f"{rec.price_source}, as of {rec.price_as_of}{est}"))
-        console.print(f"Cheapest machine that fits (by {objective}):")
+        if rec.usage == "spot" and rec.price_note:
+            lines.append(("price basis", rec.price_note))
+        console.print(Text("Cheapest machine that fits", style=FIT) + Text(f" (ranked by {objective}, {how}):"))
         for label, text in lines:
-            console.print(f"  {label:<15} {text}")
+            console.print(f"  {label:<15} {text}", markup=False)
     alts = costs.alternatives()
     if alts:
-        table = Table(title="Next-best alternatives", title_justify="left")
-        for col in ("instance", "platform", "GPUs", "strategy", "GiB/GPU", "$/h", "job h", "job $"):
-            table.add_column(col, justify="left" if col in ("instance", "platform", "strategy", "GPUs") else "right")
-        for c in alts:
-            table.add_row(c.instance_type, c.platform, _gpus(c), c.strategy or "-",
-                          f"{_gib(c.per_gpu_bytes)}/{_gib(c.usable_bytes_per_gpu)}", _usd(c.usd_per_hour),
-                          "-" if c.job_hours is None else f"{c.job_hours:,.1f}", _usd(c.job_usd) if c.job_usd else "-")
-        console.print(table)
+        console.print(_table(console, costs, alts))
     _render_suggestions(console, costs)
     fitting = sum(1 for c in costs.candidates if c.fits)
     console.print(f"{len(costs.candidates)} candidates considered, {fitting} fit (`--json` lists each with its reason).")
     for note in costs.notes:
-        console.print(f"note: {note}")
+        console.print(f"note: {note}", markup=False)
+
+
+def _columns(costs, alts) -> dict[str, list[str]]:
+    cols: dict[str, list[str]] = {"instance": [c.instance_type for c in alts]}
+    if len({c.region for c in alts}) > 1 or costs.region == "any":
+        cols["region"] = [c.region for c in alts]
+    cols["platform"] = [c.platform for c in alts]
+    cols["GPUs"] = [_gpus(c) for c in alts]
+    cols["strategy"] = [c.strategy or "-" for c in alts]
+    cols["GiB/GPU"] = [f"{_gib(c.per_gpu_bytes)}/{_gib(c.usable_bytes_per_gpu)}" for c in alts]
+    cols["$/h"] = [_usd(c.usd_per_hour) for c in alts]
+    m = costs.money
+    if m is not None:
+        cols[f"{m.code}/h"] = ["-" if c.usd_per_hour is None else f"{m.convert(c.usd_per_hour):,.2f}" for c in alts]
+    cols["job h"] = [_hours(c.job_hours) for c in alts]
+    cols["job $"] = [_usd(c.job_usd) if c.job_usd is not None else "-" for c in alts]
+    if m is not None:
+        cols[f"job {m.code}"] = ["-" if c.job_usd is None else f"{m.convert(c.job_usd):,.2f}" for c in alts]
+    return {k: v for k, v in cols.items() if any(x not in ("-", "") for x in v)}  # empty columns dropped
+
+
+def _width(cols: dict[str, list[str]]) -> int:
+    return sum(max(len(h), *(len(x) for x in v)) + 3 for h, v in cols.items()) + 1
+
+
+def _table(console, costs, alts) -> Table:
+    cols = _columns(costs, alts)
+    for name in DROP_ORDER:
+        if _width(cols) <= console.width:
+            break
+        cols.pop(name, None)
+    left = {"instance", "region", "platform", "GPUs", "strategy"}
+    table = Table(title=f"Next-best alternatives (by {OBJECTIVE_LABELS.get(costs.objective, costs.objective)})",
+                  title_justify="left")
+    for name, cells in cols.items():
+        keep = name == "instance"  # never truncated, never wrapped
+        table.add_column(name, justify="left" if name in left else "right", no_wrap=keep,
+                         min_width=max(len(x) for x in cells) if keep else None, overflow="fold")
+    for row in zip(*cols.values()):
+        table.add_row(*row)
+    return table
 
 
 def _render_local(console, costs) -> None:
     c = costs.candidates[0]
     local = costs.local or {}
     console.print()
-    console.print(("Fits: " if c.fits else "Does not fit: ") + costs.verdict)
+    console.print(Text("Fits: ", style=FIT) if c.fits else Text("Does not fit: ", style=NO_FIT),
+                  Text(costs.verdict), sep="")
     context = local.get("memory_bytes", 0) - c.usable_bytes_per_gpu
     console.print(f"  {'memory':<15} {local.get('memory_bytes', 0) / GIB:.2f} GiB per GPU ({local.get('memory_mib')} MiB as "
                   f"nvidia-smi reports it) - {context / GIB:.2f} GiB CUDA context = {_gib2(c.usable_bytes_per_gpu)} "
@@ -96,9 +169,9 @@ def _render_local(console, costs) -> None:
                   f" (searched up to {local.get('seq_len_searched_up_to'):,}: {local.get('seq_len_cap')})")
     _render_suggestions(console, costs)
     if c.job_hours is not None:
-        console.print(f"  {'job':<15} {c.job_hours:,.1f} h for {costs.tokens:,} tokens x {costs.epochs:g} epoch(s)")
+        console.print(f"  {'job':<15} {_duration(c)} for {costs.tokens:,} tokens x {costs.epochs:g} epoch(s)")
     for note in costs.notes:
-        console.print(f"note: {note}")
+        console.print(f"note: {note}", markup=False)
 
 
 

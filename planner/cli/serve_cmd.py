@@ -46,6 +46,7 @@ def _resolve(specs: list[tuple[str, str | None]]) -> list[tuple[str, Path]]:
 
 @app.command("serve")
 def serve(
+    ctx: typer.Context,
     model: str = typer.Argument(..., help="Base model: a local directory or a Hugging Face id."),
     adapter: List[str] = typer.Option([], "--adapter", "-a", help="NAME=PATH, or NAME from the adapter store (repeatable)."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (loopback by default)."),
@@ -64,6 +65,10 @@ def serve(
     quiet: bool = typer.Option(False, "--quiet", help="Do not log each request."),
 ) -> None:
     """Serve MODEL and its adapters over an OpenAI-compatible API; `model` in a request picks the adapter."""
+    from .validate import check_flags, require_extra
+    check_flags(ctx)
+    if engine == "local":
+        require_extra("plan serve", "serve", "fastapi", "uvicorn", "pydantic", "torch", "transformers", "peft")
     specs = [parse_adapter_spec(s) for s in adapter]
     if not 0 <= port <= 65535:
         raise PlannerError(f"--port must be from 0 to 65535, got {port}")

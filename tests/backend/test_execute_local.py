@@ -56,10 +56,10 @@ def test_default_output_dir_is_stable_so_a_rerun_resumes():
 def test_bad_inputs_are_one_line_errors_before_any_training(tmp_path, capsys, tiny_model):
     bad = write_jsonl(tmp_path / "bad.jsonl", [{"text": "hello"}, {"txt": "oops"}])
     code, out, err = cli(capsys, str(tiny_model), "--mode", "lora", "--no-pricing", "--execute", "--yes",
-                         "--dataset", str(bad))
+                         "--seq-len", "32", "--dataset", str(bad))  # within the tiny model's 256 positions
     assert code == 2 and err == (f"error: {bad} line 2: unknown record format (keys: txt); need 'messages', "
                                  "'prompt' and 'completion', or 'text'\n")
-    code, _, err = cli(capsys, str(tiny_model), "--mode", "lora", "--no-pricing", "--execute", "--yes")
+    code, _, err = cli(capsys, str(tiny_model), "--mode", "lora", "--no-pricing", "--execute", "--yes", "--seq-len", "32")
     assert code == 2 and err.startswith("error: --execute needs --dataset PATH")
     code, _, err = cli(capsys, str(tiny_model), "--mode", "inference", "--no-pricing", "--execute", "--yes",
                        "--dataset", str(bad))

@@ -202,7 +202,7 @@ def test_plan_execute_on_a_held_folder_is_refused_before_confirmation(tmp_path, 
     try:
         assert holder.stdout.readline().strip() == "held"
         data = write_jsonl(tmp_path / "d.jsonl", [{"text": "hello"}])
-        code = main([str(tiny_model), "--mode", "lora", "--no-pricing", "--execute", "--yes", "--dataset", str(data),
+        code = main([str(tiny_model), "--mode", "lora", "--seq-len", "32", "--no-pricing", "--execute", "--yes", "--dataset", str(data),
                      "--output-dir", str(out)])
         err = capsys.readouterr().err
         assert code == 2 and err.startswith(f"error: {out} is in use by another run (pid {holder.pid} on ")

@@ -139,3 +139,35 @@ def test_token_count_with_the_real_tokenizer(tmp_path):
 def test_detect_format_rejects_non_objects():
     with pytest.raises(PlannerError, match="x: expected a JSON object, got str"):
         detect_format("hello", "x")
+
+
+def test_datasets_reads_the_rows_the_preflight_checked(tmp_path):
+    """The trainer's data (datasets.load_dataset) is the preflight's rows, column for column, in every
+    file type, and the held-out split selects the same rows in both (one split function)."""
+    from backend.data import hf_datasets, preflight, split_indices
+
+    records = [{"prompt": p, "completion": c} for p, c in [("42", "007"), ("a,b", '" q"'), ("x", "y"), ("u", "v")]]
+    (tmp_path / "d.jsonl").write_text("\n".join(json.dumps(r) for r in records[:2]) + "\n\n"
+                                      + "\n".join(json.dumps(r) for r in records[2:]) + "\n")
+    (tmp_path / "d.json").write_text(json.dumps({"data": records}))
+    with (tmp_path / "d.csv").open("w", newline="") as fh:  # numbers-looking cells stay strings
+        w = csv.DictWriter(fh, fieldnames=["prompt", "completion", "note"])
+        w.writeheader()
+        w.writerows({**r, "note": "ignored"} for r in records)
+    msgs = memorization_records("messages")[:2]
+    with (tmp_path / "m.csv").open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["messages"])
+        w.writerows([json.dumps(m["messages"])] for m in msgs)
+    for name in ("d.jsonl", "d.json", "d.csv"):
+        data = preflight(tmp_path / name)
+        train, ev = hf_datasets(data)
+        assert ev is None and train.to_list() == data.train.rows() == records, name
+    assert hf_datasets(preflight(tmp_path / "m.csv"))[0].to_list() == msgs
+    data = preflight(tmp_path / "d.jsonl", eval_fraction=0.5, seed=7)
+    train, ev = hf_datasets(data)
+    assert (train.to_list(), ev.to_list()) == (data.train.rows(), data.eval.rows())
+    from datasets import Dataset
+    oracle = Dataset.from_list(records).train_test_split(test_size=0.5, seed=7)  # the library's own split
+    assert (train.to_list(), ev.to_list()) == (oracle["train"].to_list(), oracle["test"].to_list())
+    assert split_indices(4, 0.5, 7) == tuple(map(list, data.held_out))

@@ -58,6 +58,13 @@ SHAPES = {
     "mistral-head-dim": dict(model_type="mistral", hidden_size=256, intermediate_size=768, num_hidden_layers=4,
                              num_attention_heads=8, num_key_value_heads=2, head_dim=48, vocab_size=8000,
                              sliding_window=None, tie_word_embeddings=False),
+    # MoE under transformers 5's grouped_mm experts kernel; LoRA on the fused experts (PEFT ParamWrapper)
+    "qwen3-moe": dict(model_type="qwen3_moe", hidden_size=256, intermediate_size=768, moe_intermediate_size=128,
+                      num_hidden_layers=4, num_attention_heads=8, num_key_value_heads=2, head_dim=32, num_experts=8,
+                      num_experts_per_tok=2, vocab_size=8000, tie_word_embeddings=False),
+    "mixtral": dict(model_type="mixtral", hidden_size=256, intermediate_size=512, num_hidden_layers=4,
+                    num_attention_heads=8, num_key_value_heads=2, num_local_experts=8, num_experts_per_tok=2,
+                    vocab_size=8000, tie_word_embeddings=False, sliding_window=None),
     "phi3-gqa": dict(model_type="phi3", hidden_size=384, intermediate_size=1024, num_hidden_layers=4,
                      num_attention_heads=6, num_key_value_heads=2, vocab_size=4000, tie_word_embeddings=False,
                      pad_token_id=0, eos_token_id=1),
@@ -98,6 +105,14 @@ CASES = [
     ("gemma3", "lora", 256, 2, True, "all-linear", 0.05),
     ("mistral-head-dim", "lora", 256, 2, False, "all-linear", 0.05),
     ("phi3-gqa", "lora", 256, 2, False, "all-linear", 0.05),
+    # the prompt outgrows Gemma 3's window: full-prompt KV views and the boolean sliding mask
+    ("gemma3", "inference", 512, 1, False, "all-linear", 0.0),
+    ("gemma3", "inference", 1024, 1, False, "all-linear", 0.0),
+    # PEFT refuses LoRA dropout on fused experts (lora.ParamWrapper), so these run without it
+    ("qwen3-moe", "inference", 512, 2, False, "all-linear", 0.0),
+    ("qwen3-moe", "lora", 256, 2, False, "all-linear", 0.0),
+    ("mixtral", "inference", 512, 2, False, "all-linear", 0.0),
+    ("mixtral", "lora", 256, 2, False, "all-linear", 0.0),
 ]
 
 
@@ -117,7 +132,8 @@ def cuda_like_dropout(monkeypatch):
 def config(shape):
     shape = dict(shape)
     cfg = transformers.AutoConfig.for_model(shape.pop("model_type", "llama"), **shape)
-    cfg._attn_implementation = "eager" if cfg.model_type == "gemma2" else "sdpa"  # as transformers does
+    # as transformers does: Gemma 2 prefers eager; gpt-oss's attention sinks have no SDPA path
+    cfg._attn_implementation = "eager" if cfg.model_type in ("gemma2", "gpt_oss") else "sdpa"
     return cfg
 
 

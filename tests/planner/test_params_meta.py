@@ -138,6 +138,15 @@ def test_meta_fallback_agrees_with_formula_on_moe():
     ("llama4_text", {"num_local_experts": 3, "num_experts_per_tok": 1, "intermediate_size_mlp": 56,
                      "attention_chunk_size": None}),
     ("qwen3", {}),
+    # dense and routed layers side by side: the count sums each layout, not one layer x L
+    ("deepseek_v3", {"n_routed_experts": 3, "num_experts_per_tok": 2, "moe_intermediate_size": 20, "n_group": 1,
+                     "topk_group": 1, "first_k_dense_replace": 1, "q_lora_rank": 12, "kv_lora_rank": 16,
+                     "qk_nope_head_dim": 8, "qk_rope_head_dim": 4, "v_head_dim": 8, "num_key_value_heads": 4,
+                     "num_hidden_layers": 3}),
+    ("llama4_text", {"num_local_experts": 3, "num_experts_per_tok": 1, "intermediate_size_mlp": 56,
+                     "attention_chunk_size": None, "interleave_moe_layer_step": 2, "num_hidden_layers": 4}),
+    ("qwen3_moe", {"num_experts": 3, "num_experts_per_tok": 1, "moe_intermediate_size": 20, "mlp_only_layers": [0],
+                   "num_hidden_layers": 3}),
 ])
 def test_all_linear_trainable_params_equal_real_peft(model_type, extra):
     """What PEFT's all-linear really wraps, fused 3D experts included, on a real tiny model."""

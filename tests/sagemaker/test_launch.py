@@ -58,9 +58,8 @@ def test_plain_launch_sends_the_plans_instance_data_code_and_no_secret(aws, sent
     # the secret went to the environment only
     assert body["Environment"]["HF_TOKEN"] == SECRET
     assert SECRET not in json.dumps(body["HyperParameters"])
-    assert body["HyperParameters"] == {"plan": "plan.json", "dataset": "/opt/ml/input/data/train",
-                                       "output-dir": "/opt/ml/model", "checkpoint-dir": "/opt/ml/checkpoints",
-                                       "max-steps": "5", "epochs": "1.0", "learning-rate": "0.0002"}
+    # plan.json carries the run settings; the hyperparameters only point at it (issue 15)
+    assert body["HyperParameters"] == {"plan": "plan.json"}
     tags = {t["Key"]: t["Value"] for t in body["Tags"]}
     assert tags["plan:model"] == HF_ID and tags["plan:mode"] == "qlora" and tags["plan:estimated-usd"] == "3.03"
     # what moto stored agrees

@@ -18,21 +18,22 @@ from pathlib import Path
 import pytest
 
 from backend.sagemaker.launch import plan_file, stage_source
-from backend.sagemaker.request import build_training_request, hyperparameters_for, sagemaker_choice
+from backend.sagemaker.request import build_training_request, container_settings, sagemaker_choice
 from planner.estimate import estimate
 from tests.tiny import make_tiny_model, memorization_records, write_jsonl
 
 from .plans import ONE_GPU
 
 pytest.importorskip("trl")
-CONTAINER = {"/opt/ml/input/data/train": "data", "/opt/ml/model": "model", "/opt/ml/checkpoints": "checkpoints"}
 
 
 def run_entry(code: Path, hyperparameters: dict[str, str], tmp: Path, **extra: str) -> subprocess.CompletedProcess:
-    """``python backend/train.py --key value ...`` in the code folder, as SageMaker's script driver runs it."""
+    """``python backend/train.py --key value ...`` in the code folder, as SageMaker's script driver runs it;
+    the container's paths (in plan.json) are replaced by flags pointing into ``tmp``."""
+    paths = {"dataset": "data", "output-dir": "model", "checkpoint-dir": "checkpoints"}
     args = []
-    for key, value in {**hyperparameters, **extra}.items():
-        args += [f"--{key}", str(tmp / CONTAINER[value]) if value in CONTAINER else value]
+    for key, value in {**hyperparameters, **{k: str(tmp / v) for k, v in paths.items()}, **extra}.items():
+        args += [f"--{key}", value]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
            "PLAN_HOME": str(tmp / "home"), "PYTHONPATH": ""}
     env.pop("MLFLOW_TRACKING_URI", None)
@@ -45,13 +46,15 @@ def test_restarted_spot_job_resumes_from_the_restored_checkpoints(tmp_path):
     tiny = make_tiny_model(tmp_path / "tiny")
     write_jsonl(tmp_path / "data" / "train.jsonl", memorization_records("prompt-completion", repeat=2))
     est = estimate(str(tiny), mode="lora", seq_len=32, batch_size=4, lora_r=8, lora_alpha=16, lora_dropout=0.0)
-    hp = hyperparameters_for(max_steps=4, epochs=1.0, save_steps=2)
+    settings = container_settings(str(tiny), max_steps=4, epochs=1.0, save_steps=2)
     request = build_training_request(
         model_name=str(tiny), hf_id=str(tiny), mode="lora", params=est.params.total,
         choice=sagemaker_choice(ONE_GPU), region="us-east-1", role_arn="arn:aws:iam::123456789012:role/r",
-        bucket="b", dataset="s3://b/data/", image_uri="img", stamp="20261127120000", spot=True, hyperparameters=hp)
+        bucket="b", dataset="s3://b/data/", image_uri="img", stamp="20261127120000", spot=True, training=settings)
     code = stage_source(request, plan_file(str(tiny), est, None, request), tmp_path / "code")
-    assert json.loads((code / "plan.json").read_text())["training"]["checkpoint_dir"] == "/opt/ml/checkpoints"
+    training = json.loads((code / "plan.json").read_text())["training"]
+    assert (training["checkpoint_dir"], training["max_steps"], training["save_steps"]) == ("/opt/ml/checkpoints", 4, 2)
+    assert request.hyperparameters == {"plan": "plan.json"}  # the plan is the one carrier
 
     first = run_entry(code, request.hyperparameters, tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
