@@ -91,7 +91,8 @@ def build_estimate(spec: ModelSpec, params: ParamCounts, job: Job) -> DeferredEs
     if spec.is_moe:
         notes = notes + ("MoE: transformers 5 stores experts as fused 3D parameters; bitsandbytes leaves them "
                          "(and the router) in 16-bit, and PEFT's all-linear wraps them for Mixtral, Qwen3-MoE and "
-                         "DeepSeek but not gpt-oss or Llama 4; the activations of LoRA on experts are not modelled",)
+                         "DeepSeek but not gpt-oss or Llama 4; LoRA on experts counts their merged copies, and "
+                         "per-token activations follow one representative layer",)
         if job.mode in ("lora", "qlora") and job.lora_dropout > 0 and job.target_modules is None \
                 and spec.model_type in ("mixtral", "qwen3_moe", "deepseek_v2", "deepseek_v3"):
             notes = notes + ("PEFT refuses lora_dropout != 0 on fused experts (lora.ParamWrapper): this run needs "
