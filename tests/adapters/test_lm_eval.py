@@ -147,7 +147,7 @@ def test_plan_eval_with_lm_eval_tasks(stored, tmp_path, capsys, monkeypatch):
     assert "lm-eval tasks" in text and "capitals_mc" in text and "acc" in text
 
     for extra, message in ((["--lm-eval-limit", "3"], "need --lm-eval-tasks"),
-                           (["--lm-eval-tasks", "general_mc", "--lm-eval-limit", "0"], "must be positive"),
+                           (["--lm-eval-tasks", "general_mc", "--lm-eval-limit", "0"], "--lm-eval-limit must be a positive integer"),
                            (["--lm-eval-tasks", "general_mc,helaswag"],  # reads lm-eval's own index: ~8 s
                             "unknown lm-eval task 'helaswag'; did you mean hellaswag?")):
         assert main([*args, "--no-track", *extra]) == 2
