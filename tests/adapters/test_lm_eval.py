@@ -155,7 +155,7 @@ def test_plan_eval_with_lm_eval_tasks(stored, tmp_path, capsys, monkeypatch):
         assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
     monkeypatch.setitem(sys.modules, "lm_eval", None)
     assert main([*args, "--no-track", "--lm-eval-tasks", "general_mc"]) == 2
-    assert capsys.readouterr().err.startswith("error: lm-eval is not installed; pip install")
+    assert capsys.readouterr().err.startswith("error: plan eval --lm-eval-tasks needs the eval extra (lm_eval not installed)")
 
 
 def _has(module: str) -> bool:
