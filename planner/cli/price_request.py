@@ -13,24 +13,32 @@ from pricing.costs import Money, PlanCosts, plan_costs
 from pricing.regions import ANY
 
 from .output import warn
+from .validate import RULES, check_number
 
 PLATFORM_CHOICES = ("ec2", "sagemaker", "any")
 TOKEN_SUFFIXES = {"": 1, "k": 10**3, "m": 10**6, "b": 10**9, "g": 10**9, "t": 10**12}
 
 
 def parse_tokens(text: str | int | None) -> int | None:
-    """``--tokens``: 50000000, 50M, 2B, 1.5e9, 10k (SI suffixes, case-insensitive); whole and positive."""
+    """``--tokens``: 50000000, 50,000,000, 50M, 2B, 1.5e9, 10k (SI suffixes, case-insensitive); whole and positive."""
     if text is None or isinstance(text, int):
         return text
-    m = re.fullmatch(r"\s*([+-]?[0-9]*\.?[0-9]+(?:e[+]?[0-9]+)?)\s*([kmbgt]?)\s*", str(text).replace("_", "").replace(",", ""),
-                     re.I)
+    text = str(text)
+    plain = text.replace("_", "")
+    if "," in plain:
+        # A comma is only a thousands separator (50,000,000); "1,5" could mean 1.5 or 15, so it is refused.
+        grouped = re.fullmatch(r"\s*[+]?[0-9]{1,3}(?:,[0-9]{3})+(?:\.[0-9]+)?\s*[kmbgt]?\s*", plain, re.I)
+        plain = plain.replace(",", "") if grouped else "?"
+    m = re.fullmatch(r"\s*([+-]?[0-9]*\.?[0-9]+(?:e[+]?[0-9]+)?)\s*([kmbgt]?)\s*", plain, re.I)
     if m is None:
         raise PlannerError(f"--tokens must be a positive number of tokens such as 50000000, 50M, 2B or 1.5e9, "
                            f"got '{text}'")
     value = float(m.group(1)) * TOKEN_SUFFIXES[m.group(2).lower()]
     if not math.isfinite(value) or value < 1:
         raise PlannerError(f"--tokens must be a positive integer (training tokens per epoch), got '{text}'")
-    return int(round(value))
+    tokens = int(round(value))
+    check_number("--tokens", tokens, RULES["--tokens"])  # a string flag, so check_flags does not see it
+    return tokens
 
 
 def check_options(*, platform: str, max_gpus: int | None, tokens: int | None, epochs: float) -> None:

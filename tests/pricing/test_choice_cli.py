@@ -149,12 +149,13 @@ def test_bad_flags_are_one_line(capsys, args, message):
 
 
 @pytest.mark.parametrize("text,tokens", [("50M", 50_000_000), ("2B", 2 * 10**9), ("1.5e9", 1_500_000_000),
-                                         ("10k", 10_000), ("2b", 2 * 10**9), ("1,000", 1000), ("123", 123)])
+                                         ("10k", 10_000), ("2b", 2 * 10**9), ("1,000", 1000), ("123", 123),
+                                         ("50,000,000", 50_000_000), ("1,500k", 1_500_000)])
 def test_tokens_with_suffixes(text, tokens):
     assert parse_tokens(text) == tokens
 
 
-@pytest.mark.parametrize("text", ["nan", "inf", "-1", "1e999", "5X", "", "0"])
+@pytest.mark.parametrize("text", ["nan", "inf", "-1", "1e999", "5X", "", "0", "1,5", "12,3456", ",000"])
 def test_tokens_refused(text):
     with pytest.raises(PlannerError):
         parse_tokens(text)
