@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from .job import Job
 from .spec import ModelSpec
+from .params import is_moe_layer
 from .weights import lora_targets
 
 
@@ -37,7 +38,8 @@ class Recipe:
 
 def recipe(spec: ModelSpec, job: Job) -> Recipe:
     c = 4 if job.compute_dtype == "fp32" else 2
-    eager = job.attention == "eager" or spec.model_type == "gemma2"
+    # Gemma 2 prefers eager; gpt-oss has no SDPA path (its attention sinks: _supports_sdpa = False)
+    eager = job.attention == "eager" or spec.model_type in ("gemma2", "gpt_oss")
     gqa = spec.num_key_value_heads < spec.num_attention_heads
     # fp32 q/k/v: flash is out; the memory-efficient kernel takes fp32 but not enable_gqa, so GQA
     # models fall back to the math kernel.
@@ -64,7 +66,26 @@ def qk_norm_width(spec: ModelSpec) -> int:
     Qwen3, Qwen3-MoE and Gemma 3 normalise each head of q and k (``q_norm``/``k_norm`` over
     head_dim), OLMo-2 the whole q and k projections; either way the norms read q_dim + kv_dim
     values per token and, like every RMSNorm, save their fp32 upcast input for backward."""
+    if spec.model_type == "llama4_text":
+        # Llama4TextL2Norm on q and k of the RoPE layers only (use_qk_norm; no_rope_layers marks NoPE
+        # layers with 0, by default every no_rope_layer_interval-th): averaged over the layers
+        if spec.get("use_qk_norm") is False:
+            return 0
+        L = spec.num_hidden_layers
+        flags = spec.get("no_rope_layers") or [int((n + 1) % int(spec.get("no_rope_layer_interval") or 4) != 0)
+                                                for n in range(L)]
+        return (spec.q_dim + spec.kv_dim) * sum(1 for f in flags[:L] if f) // L
     return spec.q_dim + spec.kv_dim if spec.model_type in ("qwen3", "qwen3_moe", "gemma3_text", "olmo2") else 0
+
+
+def mla_norm_width(spec: ModelSpec) -> int:
+    """Features per token that multi-head latent attention's own RMSNorms see (0 elsewhere):
+    ``q_a_layernorm`` over the compressed query (q_lora_rank; absent in V2-Lite) and
+    ``kv_a_layernorm`` over the compressed KV (kv_lora_rank), each saving its fp32 upcast input
+    (modeling_deepseek_v3.DeepseekV3Attention; seen on real PEFT steps)."""
+    if spec.model_type not in ("deepseek_v2", "deepseek_v3"):
+        return 0
+    return int(spec.get("q_lora_rank") or 0) + int(spec.get("kv_lora_rank") or 0)
 
 
 def moe_widths(spec: ModelSpec) -> tuple[int, int]:
@@ -95,52 +116,98 @@ def attention_saved(spec: ModelSpec, rec: Recipe, seq: int) -> int:
         return c * 3 * q + c * nh * seq
     # eager (modeling_llama.eager_attention_forward): q, repeated k, v; softmax in fp32 (saved)
     # and its cast back (saved by the matmul); gemma2's logit soft-capping saves a tanh output.
+    if spec.model_type == "gpt_oss":
+        # the softmax runs in the logits' own dtype over seq + 1 (the sink) and saves its output, which
+        # the matmul with v saves again as a view; the max subtracted first saves its int64 indices
+        # (modeling_gpt_oss.eager_attention_forward; seen on real PEFT steps)
+        return c * 3 * q + c * nh * (seq + 1) + 8 * nh
     softcap = c * nh * seq if spec.model_type == "gemma2" else 0
     del window  # the scores are seq x seq even where a sliding mask applies
     cast_back = c if c != 4 else 0  # softmax(dtype=fp32).to(q.dtype) is a no-op for fp32 q
     return c * 3 * q + (4 + cast_back) * nh * seq + softcap
 
 
-def layer_saved(spec: ModelSpec, job: Job, seq: int) -> int:
-    """Bytes per token that one decoder layer saves for backward (no checkpointing)."""
+def layer_saved(spec: ModelSpec, job: Job, seq: int, idx: int | None = None) -> int:
+    """Bytes per token that decoder layer ``idx`` saves for backward (no checkpointing; default: a
+    routed layer where the model has any). Dense layers of an MoE model (DeepSeek's first layers,
+    Llama 4's interleaved ones, Qwen3-MoE's ``mlp_only_layers``) save a dense MLP's tensors."""
     rec = recipe(spec, job)
     h, q, i, r, c = spec.hidden_size, spec.q_dim, spec.intermediate_size, rec.residual, rec.compute
+    routed_layer = spec.is_moe and (idx is None or is_moe_layer(spec, idx))
+    if spec.is_moe and not routed_layer and spec.model_type == "llama4_text":
+        i = int(spec.get("intermediate_size_mlp") or i)
     # RMSNorm upcasts to fp32 and saves that input; with a trainable weight it also saves its output.
     norms = _norms_per_layer(spec) * (4 * h + (r * h if rec.base_trainable else 0))
-    qk = qk_norm_width(spec)
+    qk = qk_norm_width(spec) + mla_norm_width(spec)
     norms += 4 * qk + (c * qk if rec.base_trainable else 0)
     attn = attention_saved(spec, rec, seq)
     fused = spec.model_type == "phi3"
     # MLP: act(gate) saves gate; gate*up saves act and up (phi3: the fused gate_up output is kept whole).
     mlp = 3 * c * i
-    if spec.is_moe:
-        routed, shared = moe_widths(spec)
-        mlp = moe_saved(spec, c) if spec.model_type != "llama4_text" else 3 * c * (routed + shared)
+    if routed_layer:
+        mlp = moe_saved(spec, job, c) if spec.model_type != "llama4_text" else llama4_mlp_saved(spec, job, c)
     linears = 0
     if rec.base_trainable:
         # each linear saves its input. Under autocast (fp32 residual, bf16 compute) q, k, v and gate/up
         # each cast their own bf16 copy of the norm output; without autocast they share one tensor.
         autocast = rec.residual != rec.compute
         n_in_h = (3 if autocast and not fused else 1) + (2 if autocast and not fused else 1)
-        linears = c * (n_in_h * h + q + (sum(moe_widths(spec)) if spec.is_moe else i))
+        linears = c * (n_in_h * h + q + (sum(moe_widths(spec)) if routed_layer else i))
     if rec.lora:
-        linears = lora_saved(spec, job, rec)
+        linears = lora_saved(spec, job, rec, idx)
     return norms + attn + mlp + linears
 
 
-def moe_saved(spec: ModelSpec, c: int) -> int:
+def moe_saved(spec: ModelSpec, job: Job, c: int) -> int:
     """Bytes per token that an MoE layer saves for backward under transformers 5's grouped_mm
     experts kernel (integrations/moe.py; seen on real PEFT steps, tests/planner/test_mechanisms_cpu.py).
 
-    Per routed slot (k per token): the gathered input and the gate_up output (saved by the grouped
-    matmul and, as a view, by act(gate)), act(gate) and the product, the down output (saved by the
-    routing-weight multiply): c x (2h + 4i); the sort permutation, the gather index and the inverse
-    permutation (int64 each) and the slot's weight. Per token: the router's fp32 softmax and the
-    top-k ids. DeepSeek's shared experts save what a dense MLP saves (3 intermediate tensors).
+    Per routed slot (k per token): the gate_up output (saved, as views, by act(gate) and the
+    product), act(gate), and the down output (saved by the routing-weight multiply): c x (h + 3i).
+    When the expert weights take gradients (full fine-tuning, or LoRA on the fused experts) the
+    grouped matmuls also save their inputs: the gathered hidden state and the product (c x (h + i)).
+    gpt-oss's clamped SwiGLU (``GptOssExperts._apply_gate``) saves the clamped gate, its sigmoid, the
+    GLU and up + 1 instead of act(gate) (4i rather than i). Per slot also the sort permutation, the
+    gather index and the inverse permutation (int64 each) and the slot's weight; per token the
+    router's fp32 softmax and the top-k ids. DeepSeek's shared experts save what a dense MLP saves
+    (3 intermediate tensors), and its fp32 router saves an fp32 copy of its input.
     """
     k, h, i, experts = spec.num_experts_per_tok, spec.hidden_size, spec.moe_intermediate_size, spec.num_local_experts
     _, shared = moe_widths(spec)
-    return k * (c * (2 * h + 4 * i) + 24 + c) + 4 * experts + 8 * k + 3 * c * shared
+    gate = 4 * i if spec.model_type == "gpt_oss" else i
+    per_slot = c * (h + 2 * i + gate) + (c * (h + i) if experts_trainable(spec, job) else 0)
+    # DeepSeek's router multiplies an fp32 copy of the hidden state (DeepseekV3TopkRouter), saved
+    # when its weight takes gradients (full fine-tuning, or LoRA on ``gate``)
+    router = 4 * h if spec.model_type in ("deepseek_v2", "deepseek_v3") and router_trainable(spec, job) else 0
+    return k * (per_slot + 24 + c) + 4 * experts + 8 * k + 3 * c * shared + router
+
+
+def router_trainable(spec: ModelSpec, job: Job) -> bool:
+    """Whether the MoE router's weight takes gradients (full fine-tuning, or LoRA on ``gate``)."""
+    if job.mode == "full":
+        return True
+    return job.mode in ("lora", "qlora") and any(n == "gate" for n, _, _ in lora_targets(spec, job))
+
+
+def llama4_mlp_saved(spec: ModelSpec, job: Job, c: int) -> int:
+    """Bytes per token that a Llama 4 MoE layer saves for backward.
+
+    Every token passes every expert (see ``llama4_moe_prefill``): per expert the scaled input copy
+    (saved by the score multiply), the gate_up output and act(gate), c x (h + 3i), plus the inputs
+    of the two bmm when the experts take gradients, c x (h + i); the shared expert saves what a
+    dense MLP saves (3 x intermediate_size)."""
+    experts, h, i = spec.num_local_experts, spec.hidden_size, spec.intermediate_size
+    return experts * c * (h + 3 * i + ((h + i) if experts_trainable(spec, job) else 0)) + 3 * c * i
+
+
+def experts_trainable(spec: ModelSpec, job: Job) -> bool:
+    """Whether the fused expert weights take gradients: full fine-tuning, or LoRA on them (PEFT's
+    ParamWrapper, where ``weights.lora_targets`` lists ``experts.*``)."""
+    if job.mode == "full":
+        return True
+    if job.mode not in ("lora", "qlora"):
+        return False
+    return any(n.startswith("experts.") for n, _, _ in lora_targets(spec, job))
 
 
 def lora_expert_weights(spec: ModelSpec, job: Job) -> int:
@@ -173,7 +240,7 @@ _SHARED_INPUT = {"q_proj": "attn_in", "k_proj": "attn_in", "v_proj": "attn_in", 
                  "gate_proj": "mlp_in", "up_proj": "mlp_in", "gate_up_proj": "mlp_in", "w1": "mlp_in", "w3": "mlp_in"}
 
 
-def lora_saved(spec: ModelSpec, job: Job, rec: Recipe) -> int:
+def lora_saved(spec: ModelSpec, job: Job, rec: Recipe, idx: int | None = None) -> int:
     """Bytes per token that PEFT LoRA modules save: lora_A keeps its fp32 input.
 
     With dropout, each module's dropout output (4 B) and mask (1 B) are its own. Without dropout
@@ -181,7 +248,7 @@ def lora_saved(spec: ModelSpec, job: Job, rec: Recipe) -> int:
     input itself (shared by q/k/v, and by gate/up) when it already is fp32 (QLoRA's residual stream).
     """
     # LoRA on fused experts (PEFT ParamWrapper) sees routed tokens only; not modelled here (docs/memory-model.md)
-    targets = tuple(t for t in lora_targets(spec, job) if not t[0].startswith("experts.") and t[0] != "gate")
+    targets = tuple(t for t in lora_targets(spec, job, idx) if not t[0].startswith("experts.") and t[0] != "gate")
     if job.lora_dropout > 0:
         return sum(5 * n_in for _, n_in, _ in targets)
     if rec.residual != 4:
@@ -272,14 +339,50 @@ def prefill_peak(spec: ModelSpec, job: Job) -> int:
     h, i = spec.hidden_size, spec.intermediate_size
     mlp = (4 if spec.model_type == "phi3" else 3) * c * i
     if spec.is_moe:
-        mlp = moe_prefill(spec, c) if spec.model_type != "llama4_text" else 3 * c * sum(moe_widths(spec))
-    hidden = (5 if spec.model_type in ("gemma2", "gemma3_text") else 4) * c * h
+        mlp = moe_prefill(spec, c) if spec.model_type != "llama4_text" else llama4_moe_prefill(spec, c)
+    # Gemma's extra norms, and Llama 4's decoder layer, which keeps the attention output in its own
+    # variable (``attention_states``) through the MLP, hold a fifth hidden vector
+    hidden = (5 if spec.model_type in ("gemma2", "gemma3_text", "llama4_text") else 4) * c * h
     # SDPA skips the causal mask (is_causal) but not the sliding one: a boolean batch x seq x seq mask
     # (masking_utils.sdpa_mask) lives through the forward once the prompt outgrows the window.
     eager = job.attention == "eager" or spec.model_type in ("gemma2", "gpt_oss")
     window = spec.sliding_window
+    if spec.model_type == "llama4_text":
+        # chunked attention on the RoPE layers is a boolean mask as well (masking_utils.chunked_causal_mask)
+        window = spec.get("attention_chunk_size")
     mask = job.seq_len if window and job.seq_len > window and any(sliding_layer_flags(spec)) and not eager else 0
+    if eager:
+        mask = eager_held_attention(spec, job, c)
     return hidden + mlp + mask
+
+
+def llama4_moe_prefill(spec: ModelSpec, c: int) -> int:
+    """Bytes per token at the peak of a Llama 4 MLP under ``no_grad``: the larger of its MoE and
+    its dense layers (``interleave_moe_layer_step``).
+
+    transformers' Llama4TextMoe runs every token through every expert: ``hidden_states.repeat(E, 1)``
+    scaled by the router's scores (zero for unchosen experts), then one ``bmm`` over all E experts
+    (modeling_llama4.Llama4TextExperts). So it holds E copies of the scaled input (h), the gate_up
+    output (2i), act(gate) and the product (i each) per token, not top-k: E x c x (h + 4i). A dense
+    layer holds 3 x ``intermediate_size_mlp``. Seen on a real prefill (tests/planner/test_mechanisms_cpu.py)."""
+    experts, h, i = spec.num_local_experts, spec.hidden_size, spec.intermediate_size
+    moe = experts * c * (h + 4 * i)
+    dense_width = int(spec.get("intermediate_size_mlp") or i)
+    dense = 3 * c * dense_width if not all(is_moe_layer(spec, n) for n in range(spec.num_hidden_layers)) else 0
+    return max(moe, dense)
+
+
+def eager_held_attention(spec: ModelSpec, job: Job, c: int) -> int:
+    """Bytes per token that eager attention leaves alive through the last layer's MLP: the decoder
+    layer's ``hidden_states, _ = self.self_attn(...)`` keeps the returned attention weights in ``_``
+    until the layer returns (batch x heads x seq, 16-bit; gpt-oss's are a view of the softmax over
+    seq + 1 logits, the sink included: modeling_gpt_oss.eager_attention_forward), and the model's
+    forward keeps its additive masks (batch x seq x seq each, 16-bit; Gemma 2 and gpt-oss build a
+    full and a sliding one). Seen on a real gpt-oss prefill (tests/planner/test_mechanisms_cpu.py)."""
+    seq = job.seq_len
+    sinks = 1 if spec.model_type == "gpt_oss" else 0
+    masks = 2 if spec.model_type in ("gemma2", "gpt_oss") else 1
+    return c * spec.num_attention_heads * (seq + sinks) + masks * c * seq
 
 
 def moe_prefill(spec: ModelSpec, c: int) -> int:
@@ -290,16 +393,23 @@ def moe_prefill(spec: ModelSpec, c: int) -> int:
     Each token becomes k routed slots (k = num_experts_per_tok). Per slot the kernel holds its
     gathered input (h) and, at the gate, the gate_up output (2i), act(gate) and the product (i each);
     gpt-oss's clamped SwiGLU (``GptOssExperts._apply_gate``) keeps clamped gate and up, the GLU,
-    up + 1 and the product instead (5i). Later the down output, its router-weighted copy and that
-    copy put back in token order (3h) sit beside the gathered input: the peak is the larger of
-    h + 4i (7i) and 4h per slot. Routing adds the sort's ids and permutation (int64), the histogram
+    up + 1 and the product instead (5i), and its expert biases are gathered per slot
+    (``gate_up_proj_bias[expert_ids_g]``, 2i, alive through the gate; ``down_proj_bias[...]``, h).
+    Later the down output, its router-weighted copy and that copy put back in token order (3h) sit
+    beside the gathered input: the peak is the larger of h + 4i (gpt-oss: h + 9i) and 4h (5h) per slot;
+    DeepSeek's fp32 routing weights make the weighted copy and its reordering fp32. Routing adds the sort's ids and permutation (int64), the histogram
     input (fp32), the inverse permutation and the slot weights (32 B a slot with fp32 weights) and,
     per token, the router logits (E x c) and the top-k ids and weights (12 B each). DeepSeek's shared
     experts run after the routed ones, beside their output (modeling_deepseek_v3.DeepseekV3MoE).
     """
     k, h, i, experts = spec.num_experts_per_tok, spec.hidden_size, spec.moe_intermediate_size, spec.num_local_experts
-    gate = 7 if spec.model_type == "gpt_oss" else 4
-    routed = k * c * max(4 * h, h + gate * i) + 32 * k + experts * c + 12 * k
+    bias = spec.model_type == "gpt_oss"
+    gate = 7 + 2 if bias else 4
+    # DeepSeek routes in fp32 (DeepseekV3TopkRouter: F.linear on fp32 hidden and weight), so the
+    # router-weighted down output and its reordered copy are fp32: 2h at c plus 2h at 4 B per slot
+    w = 4 if spec.model_type in ("deepseek_v2", "deepseek_v3") else c
+    down = 2 * c * h + 2 * w * h + (c * h if bias else 0)
+    routed = k * max(down, c * (h + gate * i)) + 32 * k + experts * w + 12 * k
     _, shared = moe_widths(spec)
     return max(routed, c * h + 3 * c * shared)
 
@@ -311,11 +421,18 @@ def eager_prefill_attention(spec: ModelSpec, job: Job, seq: int) -> int:
     copy for ``softmax(dtype=float32)`` and its output, and the causal masks (``batch x seq x seq``
     each; Gemma-2 keeps a sliding and a full one). Seen on real prefills (tests/planner/test_mechanisms_cpu.py).
     """
-    if not (job.attention == "eager" or spec.model_type == "gemma2"):
+    if not (job.attention == "eager" or spec.model_type in ("gemma2", "gpt_oss")):
         return 0
     c = 4 if job.precision == "fp32" else 2
-    masks = 2 if spec.model_type == "gemma2" else 1
-    return 3 * c * spec.hidden_size + 3 * c * spec.q_dim + (c + 8) * spec.num_attention_heads * seq + masks * c * seq
+    masks = 2 if spec.model_type in ("gemma2", "gpt_oss") else 1
+    if spec.model_type == "gpt_oss":
+        # the sinks join the logits (cat, seq + 1) and the max is subtracted in 16-bit before a 16-bit
+        # softmax: the masked scores, the concatenation and the shifted logits live together
+        # (modeling_gpt_oss.eager_attention_forward; seen on a real prefill)
+        scores = 3 * c * spec.num_attention_heads * (seq + 1)
+    else:
+        scores = (c + 8) * spec.num_attention_heads * seq
+    return 3 * c * spec.hidden_size + 3 * c * spec.q_dim + scores + masks * c * seq
 
 
 def kv_cache_bytes(spec: ModelSpec, seq: int, dtype_bytes: int, *, prefill: bool = True) -> int:

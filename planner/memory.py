@@ -23,11 +23,12 @@ from . import steptrace
 from .allocator import AllocatorReplay, replay
 from .breakdown import DeferredEstimate, MemoryTerm
 from .job import Job
-from .params import ParamCounts
+from .params import ParamCounts, layer_layouts
 from .seed import seed_rule
 from .spec import ModelSpec
 from .weights import (
     adapter_slot_bytes,
+    all_linear_problem,
     quantizable_params,
     trainable_params,
     weight_bytes,
@@ -92,7 +93,10 @@ def build_estimate(spec: ModelSpec, params: ParamCounts, job: Job) -> DeferredEs
         notes = notes + ("MoE: transformers 5 stores experts as fused 3D parameters; bitsandbytes leaves them "
                          "(and the router) in 16-bit, and PEFT's all-linear wraps them for Mixtral, Qwen3-MoE and "
                          "DeepSeek but not gpt-oss or Llama 4; LoRA on experts counts their merged copies, and "
-                         "per-token activations follow one representative layer",)
+                         "saved activations are counted per layer layout (dense and routed)",)
+        problem = all_linear_problem(spec, job)
+        if problem:
+            notes = notes + (problem,)
         if job.mode in ("lora", "qlora") and job.lora_dropout > 0 and job.target_modules is None \
                 and spec.model_type in ("mixtral", "qwen3_moe", "deepseek_v2", "deepseek_v3"):
             notes = notes + ("PEFT refuses lora_dropout != 0 on fused experts (lora.ParamWrapper): this run needs "
@@ -183,7 +187,10 @@ def _training(spec: ModelSpec, params: ParamCounts, job: Job):
     if job.mode == "qlora":
         w = weight_bytes(spec, params, job.precision, upcast_unquantized=True)
         base.append(MemoryTerm("weights (quantized)", w.quantized, "weights", w.formula.split(";")[0], "bitsandbytes Params4bit"))
-        base.append(MemoryTerm("weights (embeddings, head, norms in fp32)", w.unquantized, "weights",
+        # MoE: bitsandbytes leaves the fused 3D experts and the routers unquantized, and
+        # prepare_model_for_kbit_training upcasts them to fp32 with the rest (seen on a real tiny Qwen3-MoE QLoRA step)
+        kept = "embeddings, head, norms, experts in fp32" if spec.is_moe else "embeddings, head, norms in fp32"
+        base.append(MemoryTerm(f"weights ({kept})", w.unquantized, "weights",
                                w.formula.split(";")[1].strip(), "peft.prepare_model_for_kbit_training"))
     else:
         w = weight_bytes(spec, params, job.precision)
@@ -209,8 +216,10 @@ def _training(spec: ModelSpec, params: ParamCounts, job: Job):
                           f"{L} layers x {act.layer_input(spec, job):,} B/token x {tokens:,} tokens",
                           "torch.utils.checkpoint (non-reentrant)")
     else:
-        held = MemoryTerm("saved activations (all layers)", L * saved_layer * tokens, "activations",
-                          f"{L} layers x {saved_layer:,} B/token x {tokens:,} tokens", "autograd saved tensors")
+        layouts = [(n, act.layer_saved(spec, job, seq, idx)) for idx, n in layer_layouts(spec)]
+        per_tok = " + ".join(f"{n} layers x {b:,}" for n, b in layouts)
+        held = MemoryTerm("saved activations (all layers)", sum(n * b for n, b in layouts) * tokens, "activations",
+                          f"{per_tok} B/token x {tokens:,} tokens", "autograd saved tensors")
     final_t = MemoryTerm("final norm", final, "activations", "fp32 input of the final RMSNorm", "modeling_llama.py")
     held = _with_lora_experts(spec, job, held)
     lf, lb = act.logits_bytes(spec, job)

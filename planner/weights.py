@@ -85,11 +85,18 @@ def lora_targets(spec: ModelSpec, job: Job, idx: int | None = None) -> tuple[tup
     if wanted is None:
         return shapes
     names = {n for i, _ in layer_layouts(spec) for n, _, _ in linear_shapes(spec, i)}
-    unknown = [w for w in wanted if w not in names]
+    unknown = [w for w in wanted if not any(_matches(n, w) for n in names)]
     if unknown:
         raise PlannerError(f"--lora-targets {','.join(unknown)} not in {spec.name}; "
                            f"its linear modules are {', '.join(sorted(names))}")
-    return tuple(s for s in shapes if s[0] in wanted)
+    return tuple(s for s in shapes if any(_matches(s[0], w) for w in wanted))
+
+
+def _matches(name: str, wanted: str) -> bool:
+    """PEFT's rule for a target_modules string: the module's name or its dotted suffix
+    (peft.tuners.tuners_utils.check_target_module_exists), so ``gate_proj`` also targets Llama 4's
+    ``shared_expert.gate_proj``."""
+    return name == wanted or name.endswith("." + wanted)
 
 
 def trainable_params(spec: ModelSpec, params: ParamCounts, job: Job) -> int:
@@ -108,3 +115,20 @@ def adapter_slot_bytes(spec: ModelSpec, job: Job) -> int:
     """One LoRA adapter of rank max_lora_rank in 16-bit, as a serving engine keeps it."""
     rank = job.max_lora_rank or job.lora_r
     return 2 * sum(n * rank * sum(i + o for _, i, o in lora_targets(spec, job, idx)) for idx, n in layer_layouts(spec))
+
+
+# What a user passes instead of all-linear where PEFT's all-linear breaks the forward.
+LLAMA4_TARGETS = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
+
+
+def all_linear_problem(spec: ModelSpec, job: Job) -> str | None:
+    """Why PEFT's ``all-linear`` cannot train this model, with the fix (None when it can).
+
+    Llama 4's router is an ``nn.Linear`` subclass whose forward returns (scores, logits); all-linear
+    wraps it and PEFT's LoRA layer then reads ``.dtype`` of that tuple (AttributeError in peft 0.21,
+    seen on a real step, tests/planner/test_mechanisms_cpu.py)."""
+    if job.mode in ("lora", "qlora") and job.target_modules is None and spec.model_type == "llama4_text":
+        return ("PEFT's all-linear wraps Llama 4's router, whose forward returns a tuple, and the LoRA forward "
+                f"fails: pass --lora-targets {LLAMA4_TARGETS}")
+    return None
+

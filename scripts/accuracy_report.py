@@ -136,7 +136,7 @@ def cpu_mechanism_section() -> list[str]:
             spec = spec_from_config(json.loads(r["config_json"]), name=r["shape"])
             job = Job(mode="full" if mode == "full-bf16" else mode, precision="bf16" if mode == "full-bf16" else None,
                       seq_len=seq, batch_size=batch, gradient_checkpointing=r["grad_ckpt"] == "1",
-                      lora_dropout=float(r["lora_dropout"]), lora_targets="all-linear")
+                      lora_dropout=float(r["lora_dropout"]), lora_targets=r["lora_targets"])
             est = estimate(spec, job)
             cuda_only = sum(est.breakdown.get(k, 0) for k in ("cuBLAS workspaces", "cuBLAS workspace",
                                                                "dequantization buffer"))
@@ -144,12 +144,17 @@ def cpu_mechanism_section() -> list[str]:
             lines.append(f"| {r['shape']} ({spec.model_type}) | {mode} | {seq} x {batch} | "
                          f"{'on' if r['grad_ckpt'] == '1' else 'off'} | {measured:.2f} | {pred:.2f} | "
                          f"{(pred - measured) / measured:+.1%} | {r['in_suite']} |")
-    lines += ["", "Qwen3-MoE and Mixtral run transformers 5's grouped_mm experts kernel; their LoRA rows include",
-              "PEFT's merged expert stacks (ParamWrapper folds the factors into the 3D weights every forward).",
-              "DeepSeek-V3 and gpt-oss prefills are not in the suite: their peaks include attention buffers",
-              "not yet modelled (DeepSeek's MLA runs SDPA's math kernel on fp32 q/k on the CPU; gpt-oss's eager",
-              "attention with sinks keeps its probabilities through the MLP). gpt-oss, DeepSeek and Llama 4",
-              "training, and MoE QLoRA, have no CPU check yet."]
+    lines += ["", "Qwen3-MoE, Mixtral, gpt-oss and DeepSeek run transformers 5's grouped_mm experts kernel; the LoRA",
+              "rows of Qwen3-MoE, Mixtral and DeepSeek include PEFT's merged expert stacks (ParamWrapper folds the",
+              "factors into the 3D weights every forward); gpt-oss's experts are not wrapped by all-linear.",
+              "Llama 4 runs every token through every expert (one bmm); its LoRA row names its targets because",
+              "PEFT's all-linear wraps the router and the forward fails (the planner says so and `--execute`",
+              "refuses). The `deepseek-v3-unequal-dims` row is not in the suite: with qk_head_dim != v_head_dim",
+              "the CPU's SDPA falls back to its math kernel in fp32 (a seq x seq attention buffer that CUDA's",
+              "memory-efficient kernel does not make), so its measured peak is a CPU artefact; the suite's",
+              "DeepSeek shape has equal head dims and checks the rest of MLA (latent cache, q/kv norms) and the",
+              "fp32 routing. Still not modelled: lora_B's fp32 input (rank r per LoRA module, about r / hidden",
+              "of the LoRA inputs) and Llama 4's chunked-attention masks in training."]
     return lines
 
 

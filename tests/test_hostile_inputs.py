@@ -81,6 +81,7 @@ def test_bad_numeric_plan_flags_are_one_line(flag_mode, value, no_pricing):
     ([MODEL, "--no-pricing", "--region", "eu-west-1", "--max-cost", "5"], "--max-cost, --region would be ignored"),
     ([MODEL, "--restart"], "--restart starts a local run over"),
     ([MODEL, "--mode", "inference", "--execute"], "--mode inference has nothing to train"),
+    (["llama4-scout", "--mode", "lora", "--execute", "--no-pricing"], "pass --lora-targets q_proj,k_proj,v_proj"),
     (["serve", "x", "--port", "70000"], "--port must be at most 65,535"),
     (["serve", "x", "--batch-window-ms", "nan"], "--batch-window-ms must be a finite number"),
     (["jobs", "wait", "j", "--poll", "inf"], "--poll must be a finite number"),

@@ -31,6 +31,10 @@ def run_plan(model_name: str, est: Any, costs: Any, opts: Any) -> int:
         emit_config(model_name, est, costs, opts)
     if not opts.execute:
         return 0
+    from ..weights import all_linear_problem
+    problem = all_linear_problem(est.model, est.job)
+    if problem:
+        raise PlannerError(problem)
     from .validate import AWS_MODULES, TRAIN_MODULES, require_extra
     require_extra("plan --execute", *(("train", *TRAIN_MODULES) if opts.backend == "local" else ("aws", *AWS_MODULES)))
     if opts.backend == "local":

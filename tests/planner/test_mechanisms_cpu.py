@@ -65,6 +65,31 @@ SHAPES = {
     "mixtral": dict(model_type="mixtral", hidden_size=256, intermediate_size=512, num_hidden_layers=4,
                     num_attention_heads=8, num_key_value_heads=2, num_local_experts=8, num_experts_per_tok=2,
                     vocab_size=8000, tie_word_embeddings=False, sliding_window=None),
+    # gpt-oss: eager attention with sinks, alternating sliding layers, biased experts with a clamped SwiGLU
+    "gpt-oss": dict(model_type="gpt_oss", hidden_size=256, intermediate_size=256, num_hidden_layers=4,
+                    num_attention_heads=8, num_key_value_heads=2, head_dim=32, num_local_experts=8,
+                    num_experts_per_tok=2, vocab_size=8000, sliding_window=128, tie_word_embeddings=False),
+    # DeepSeek-V3: MLA (compressed q and KV with their norms, latent KV cache), a dense first layer,
+    # shared + routed experts, fp32 routing. qk_head_dim (nope + rope) equals v_head_dim here: with
+    # unequal dims the CPU's SDPA falls back to its fp32 math kernel, CUDA's memory-efficient kernel
+    # takes them (docs/accuracy.md).
+    "deepseek-v3": dict(model_type="deepseek_v3", hidden_size=256, intermediate_size=512, moe_intermediate_size=128,
+                        num_hidden_layers=4, first_k_dense_replace=1, n_routed_experts=8, num_experts_per_tok=2,
+                        n_shared_experts=1, kv_lora_rank=64, q_lora_rank=96, qk_nope_head_dim=16, qk_rope_head_dim=16,
+                        v_head_dim=32, num_attention_heads=4, num_key_value_heads=4, n_group=1, topk_group=1,
+                        vocab_size=8000, tie_word_embeddings=False),
+    # DeepSeek-V2-Lite-like: no query compression (q_lora_rank None), greedy softmax routing, two shared experts
+    "deepseek-v2": dict(model_type="deepseek_v2", hidden_size=256, intermediate_size=512, moe_intermediate_size=128,
+                        num_hidden_layers=4, first_k_dense_replace=1, n_routed_experts=8, num_experts_per_tok=2,
+                        n_shared_experts=2, kv_lora_rank=64, q_lora_rank=None, qk_nope_head_dim=16,
+                        qk_rope_head_dim=16, v_head_dim=32, num_attention_heads=4, num_key_value_heads=4, n_group=1,
+                        topk_group=1, topk_method="greedy", vocab_size=8000, tie_word_embeddings=False),
+    # Llama 4: every token through every expert (bmm), a shared expert, interleaved dense layers,
+    # chunked attention and L2 q/k norms on the RoPE layers
+    "llama4": dict(model_type="llama4_text", hidden_size=256, intermediate_size=256, intermediate_size_mlp=512,
+                   num_hidden_layers=4, num_attention_heads=8, num_key_value_heads=2, head_dim=32, num_local_experts=4,
+                   num_experts_per_tok=1, interleave_moe_layer_step=2, vocab_size=8000, tie_word_embeddings=False,
+                   attention_chunk_size=128, pad_token_id=0),
     "phi3-gqa": dict(model_type="phi3", hidden_size=384, intermediate_size=1024, num_hidden_layers=4,
                      num_attention_heads=6, num_key_value_heads=2, vocab_size=4000, tie_word_embeddings=False,
                      pad_token_id=0, eos_token_id=1),
@@ -113,6 +138,19 @@ CASES = [
     ("qwen3-moe", "lora", 256, 2, False, "all-linear", 0.0),
     ("mixtral", "inference", 512, 2, False, "all-linear", 0.0),
     ("mixtral", "lora", 256, 2, False, "all-linear", 0.0),
+    ("qwen3-moe", "qlora", 256, 2, False, "all-linear", 0.0),
+    # gpt-oss: the MLP peak (held attention weights, masks, gathered biases), then the sink softmax's
+    ("gpt-oss", "inference", 64, 16, False, "all-linear", 0.0),
+    ("gpt-oss", "inference", 1024, 1, False, "all-linear", 0.0),
+    ("gpt-oss", "lora", 256, 2, False, "all-linear", 0.0),
+    ("deepseek-v3", "inference", 512, 2, False, "all-linear", 0.0),
+    ("deepseek-v3", "lora", 256, 2, False, "all-linear", 0.0),
+    ("deepseek-v2", "inference", 512, 2, False, "all-linear", 0.0),
+    ("deepseek-v2", "lora", 256, 2, False, "all-linear", 0.0),
+    ("llama4", "inference", 512, 2, False, "all-linear", 0.0),
+    # PEFT's all-linear wraps Llama 4's router (an nn.Linear that returns a tuple) and the forward fails;
+    # the names below are what a user passes instead (they also match shared_expert.*)
+    ("llama4", "lora", 256, 2, False, "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj", 0.0),
 ]
 
 
@@ -221,3 +259,21 @@ def test_prediction_matches_live_bytes_on_cpu(cuda_like_dropout, name, mode, seq
     est = estimate(spec, job)
     cuda_only = sum(est.breakdown.get(k, 0) for k in ("cuBLAS workspaces", "cuBLAS workspace", "dequantization buffer"))
     assert est.peak_allocated_bytes - cuda_only == pytest.approx(measured, rel=0.03), est.phase
+
+
+def test_the_documented_rows_marked_in_suite_are_the_suite_cases():
+    """docs/accuracy.md renders tests/data/cpu_mechanism_checks.csv; a row it marks "in suite" must be
+    a case above with the same config, so the table cannot claim a check that does not run."""
+    import csv
+    import json
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[1] / "data" / "cpu_mechanism_checks.csv"
+    cases = {(n, m, s, b, int(c), t, d) for n, m, s, b, c, t, d in CASES}
+    with path.open(newline="") as f:
+        for r in csv.DictReader(f):
+            if r["in_suite"] != "yes":
+                continue
+            key = (r["shape"], r["mode"], int(r["seq"]), int(r["batch"]), int(r["grad_ckpt"]), r["lora_targets"],
+                   float(r["lora_dropout"]))
+            assert key in cases, key
+            assert json.loads(r["config_json"]) == SHAPES[r["shape"]], r["shape"]
