@@ -44,8 +44,10 @@ def recipe(spec: ModelSpec, job: Job) -> Recipe:
     # fp32 q/k/v: flash is out; the memory-efficient kernel takes fp32 but not enable_gqa, so GQA
     # models fall back to the math kernel.
     fp32_sdpa = "math" if gqa else "efficient"
-    if job.mode == "qlora":
+    if job.mode == "qlora" and job.kbit_prep:
         return Recipe(residual=4, compute=4, attention="eager" if eager else fp32_sdpa, lora=True, base_trainable=False)
+    if job.mode == "qlora":  # pure bf16 (FSDP-QLoRA): a 4-bit base whose everything else is 16-bit
+        return Recipe(residual=2, compute=2, attention="eager" if eager else "flash", lora=True, base_trainable=False)
     if job.mode == "full":
         mixed = job.precision == "fp32" and c == 2
         r = 4 if job.precision == "fp32" else 2
@@ -224,7 +226,7 @@ def lora_expert_weights(spec: ModelSpec, job: Job) -> int:
     names = {n for n, _, _ in lora_targets(spec, job)}
     h, i, experts, r = spec.hidden_size, spec.moe_intermediate_size, spec.num_local_experts, job.lora_r
     # QLoRA: prepare_model_for_kbit_training upcasts the non-quantized expert stacks to fp32
-    w = 4 if job.mode == "qlora" or job.precision == "fp32" else 2
+    w = 4 if job.mode == "qlora" and job.kbit_prep or job.precision == "fp32" else 2
     total = 0
     if "experts.gate_up_proj" in names:
         total += w * experts * (2 * i * h + 2 * r * (h + 2 * i))
@@ -246,16 +248,19 @@ def lora_saved(spec: ModelSpec, job: Job, rec: Recipe, idx: int | None = None) -
     With dropout, each module's dropout output (4 B) and mask (1 B) are its own. Without dropout
     lora_A saves the fp32 cast of the input: a fresh copy per module when the input is 16-bit, the
     input itself (shared by q/k/v, and by gate/up) when it already is fp32 (QLoRA's residual stream).
+    Pure-bf16 QLoRA's adapters are bf16 themselves: no cast, lora_A saves the bf16 input (shared the
+    same way), or with dropout each module's bf16 dropout output and its mask (3 B).
     """
     # LoRA on fused experts (PEFT ParamWrapper) sees routed tokens only; not modelled here (docs/memory-model.md)
     targets = tuple(t for t in lora_targets(spec, job, idx) if not t[0].startswith("experts.") and t[0] != "gate")
+    adapter = 2 if job.pure_bf16_qlora else 4
     if job.lora_dropout > 0:
-        return sum(5 * n_in for _, n_in, _ in targets)
-    if rec.residual != 4:
+        return sum((adapter + 1) * n_in for _, n_in, _ in targets)
+    if rec.residual != adapter:
         return sum(4 * n_in for _, n_in, _ in targets)
     seen: dict[str, int] = {}
     for name, n_in, _ in targets:
-        seen[_SHARED_INPUT.get(name, name)] = 4 * n_in
+        seen[_SHARED_INPUT.get(name, name)] = adapter * n_in
     return sum(seen.values())
 
 
@@ -267,7 +272,8 @@ def released_before_peak(spec: ModelSpec, job: Job) -> int:
     (both seen on real PEFT steps, tests/planner/test_mechanisms_cpu.py)."""
     if job.mode not in ("lora", "qlora") or job.lora_dropout > 0:
         return 0
-    return sum(4 * n_in for name, n_in, _ in lora_targets(spec, job) if name in ("down_proj", "w2"))
+    adapter = 2 if job.pure_bf16_qlora else 4
+    return sum(adapter * n_in for name, n_in, _ in lora_targets(spec, job) if name in ("down_proj", "w2"))
 
 
 def layer_input(spec: ModelSpec, job: Job) -> int:
@@ -297,9 +303,9 @@ def backward_transient(spec: ModelSpec, job: Job) -> int:
     rec = recipe(spec, job)
     h, i = spec.hidden_size, spec.intermediate_size
     residual = 2 * rec.residual * h
-    if job.mode == "qlora":
+    if job.mode == "qlora" and job.kbit_prep:
         return residual + (8 * i if job.lora_dropout > 0 else 12 * i)
-    lora_path = 8 * i if rec.lora else 0
+    lora_path = (4 if job.pure_bf16_qlora else 8) * i if rec.lora else 0  # two adapter-path gradients
     return residual + rec.compute * i + lora_path
 
 
@@ -319,7 +325,8 @@ def logits_bytes(spec: ModelSpec, job: Job) -> tuple[int, int]:
     """
     v = spec.vocab_size
     rec = recipe(spec, job)
-    head_dtype = 4 if (job.mode == "qlora" or job.precision == "fp32" and job.mode != "full") else rec.compute
+    head_dtype = 4 if (job.mode == "qlora" and job.kbit_prep or job.precision == "fp32" and job.mode != "full") \
+        else rec.compute
     fwd = (head_dtype if head_dtype != 4 else 0) * v + 4 * v + 4 * v
     bwd = 12 * v
     if spec.model_type == "gemma2":  # final logit soft-capping: tanh output saved for backward

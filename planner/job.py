@@ -52,6 +52,10 @@ class Job:
     adapters: int = 0
     max_lora_rank: int | None = None
     allocator: str = "caching"
+    # QLoRA only. True: ``prepare_model_for_kbit_training`` (fp32 embeddings, head, norms and residual
+    # stream, fp32 adapters), the single-GPU recipe. False: the pure-bf16 recipe of FSDP-QLoRA
+    # (``bnb_4bit_quant_storage=bf16``, nothing upcast, adapters in bf16; backend/recipes/fsdp_qlora.py).
+    kbit_prep: bool = True
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -91,12 +95,21 @@ class Job:
         if self.allocator not in ALLOCATORS:
             raise PlannerError(f"unknown allocator '{self.allocator}'; choose caching (PyTorch's default) or "
                                "expandable (PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True)")
+        if not isinstance(self.kbit_prep, bool):
+            raise PlannerError(f"kbit_prep must be true or false, got {self.kbit_prep!r}")
+        if not self.kbit_prep and self.mode != "qlora":
+            raise PlannerError("kbit_prep=False (the pure-bf16 FSDP-QLoRA recipe) applies to --mode qlora only")
         if self.max_lora_rank is not None and self.max_lora_rank <= 0:
             raise PlannerError(f"max LoRA rank must be positive, got {self.max_lora_rank}")
 
     @property
     def is_training(self) -> bool:
         return self.mode != "inference"
+
+    @property
+    def pure_bf16_qlora(self) -> bool:
+        """QLoRA without prepare_model_for_kbit_training: every non-4-bit tensor stays 16-bit."""
+        return self.mode == "qlora" and not self.kbit_prep
 
     @property
     def target_modules(self) -> tuple[str, ...] | None:

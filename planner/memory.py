@@ -185,20 +185,24 @@ def _training(spec: ModelSpec, params: ParamCounts, job: Job):
     # --- persistent state
     base: list[MemoryTerm] = []
     if job.mode == "qlora":
-        w = weight_bytes(spec, params, job.precision, upcast_unquantized=True)
+        w = weight_bytes(spec, params, job.precision, upcast_unquantized=job.kbit_prep)
         base.append(MemoryTerm("weights (quantized)", w.quantized, "weights", w.formula.split(";")[0], "bitsandbytes Params4bit"))
         # MoE: bitsandbytes leaves the fused 3D experts and the routers unquantized, and
         # prepare_model_for_kbit_training upcasts them to fp32 with the rest (seen on a real tiny Qwen3-MoE QLoRA step)
-        kept = "embeddings, head, norms, experts in fp32" if spec.is_moe else "embeddings, head, norms in fp32"
-        base.append(MemoryTerm(f"weights ({kept})", w.unquantized, "weights",
-                               w.formula.split(";")[1].strip(), "peft.prepare_model_for_kbit_training"))
+        kept = "embeddings, head, norms" + (", experts" if spec.is_moe else "") + (" in fp32" if job.kbit_prep else " in bf16")
+        base.append(MemoryTerm(f"weights ({kept})", w.unquantized, "weights", w.formula.split(";")[1].strip(),
+                               "peft.prepare_model_for_kbit_training" if job.kbit_prep
+                               else "bnb_4bit_quant_storage=bf16, no kbit preparation (backend/recipes/fsdp_qlora.py)"))
     else:
         w = weight_bytes(spec, params, job.precision)
         base.append(MemoryTerm("weights", w.total, "weights", w.formula, "params.py"))
     param_bytes = 4 if job.mode != "full" else (4 if job.precision == "fp32" else 2)
+    if job.pure_bf16_qlora:
+        param_bytes = 2  # the recipe casts the adapters to the base's bf16 (one dtype per FSDP flat parameter)
     if job.mode != "full":
-        base.append(MemoryTerm("trainable parameters", n_train * 4, "trainable",
-                               f"{n_train:,} adapter params x 4 B (fp32)", "PEFT autocast_adapter_dtype"))
+        base.append(MemoryTerm("trainable parameters", n_train * param_bytes, "trainable",
+                               f"{n_train:,} adapter params x {param_bytes} B ({'bf16' if param_bytes == 2 else 'fp32'})",
+                               "PEFT autocast_adapter_dtype" if param_bytes == 4 else "backend/recipes/fsdp_qlora.py"))
     states, step_tmp, opt_formula = _optimizer(job, n_train, param_bytes)
     if job.optimizer == "paged-adamw-8bit":
         notes.append(opt_formula)
@@ -274,7 +278,7 @@ def _training(spec: ModelSpec, params: ParamCounts, job: Job):
                               "foreach AdamW sqrt(exp_avg_sq): one param-sized buffer", "torch/optim/adamw.py"), work]))
 
     phase, terms = max(phases, key=lambda p: sum(t.bytes for t in p[1]))
-    if not ckpt and job.mode == "qlora":
+    if not ckpt and job.mode == "qlora" and job.kbit_prep:
         notes.append("without gradient checkpointing QLoRA's fp32 q/k/v use SDPA's math kernel, which keeps "
                      "seq x seq attention probabilities per layer")
     return terms, phase, tuple(notes), tuple((name, tuple(ts)) for name, ts in phases)

@@ -38,7 +38,7 @@ def _load(t: Trace, spec: ModelSpec, params: ParamCounts, job: Job) -> list[int]
     lin, other = _param_elements(spec)
     keys = []
     if job.precision in ("int4", "int8"):
-        w = weight_bytes(spec, params, job.precision, upcast_unquantized=job.mode == "qlora")
+        w = weight_bytes(spec, params, job.precision, upcast_unquantized=job.mode == "qlora" and job.kbit_prep)
         per = w.quantized / max(sum(lin), 1)
         first = [t.alloc(2 * other[0])]  # the embedding, in registration order
         for n in lin:  # each 16-bit tensor lands on the GPU, is quantized there, and is released (Params4bit.to)
@@ -46,7 +46,7 @@ def _load(t: Trace, spec: ModelSpec, params: ParamCounts, job: Job) -> list[int]
             keys.append(t.alloc(int(n * per)))
             t.free(tmp)
         rest = first + [t.alloc(2 * n) for n in other[1:]]
-        if job.mode != "qlora":
+        if job.mode != "qlora" or not job.kbit_prep:
             return keys + rest
         for k, n in zip(rest, other):  # prepare_model_for_kbit_training: param.data = param.data.float()
             keys.append(t.alloc(4 * n))
@@ -83,6 +83,8 @@ def _templates() -> dict:
 
 def _recipe_name(job: Job) -> str:
     base = job.mode if job.mode in ("lora", "qlora", "full") else "lora"  # prompt tuning: frozen bf16 base
+    if job.pure_bf16_qlora:
+        base = "lora"  # bf16 activations and adapters like LoRA's; the 4-bit dequantization is replayed per layer
     return base + ("-ckpt" if job.gradient_checkpointing else "")
 
 

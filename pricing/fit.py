@@ -6,7 +6,8 @@ The rules below redistribute its terms by kind (docs/pricing.md, "Fitting rules"
 * single GPU / data-parallel (DDP): a full replica per GPU. DDP also allocates communication
   buckets as large as all gradients unless ``gradient_as_bucket_view=True`` (PyTorch DDP docs;
   accelerate leaves it False), so DDP adds one more copy of the ``gradients`` terms.
-* FSDP full shard (= ZeRO-3; FSDP-QLoRA for 4-bit bases): per-parameter kinds (weights,
+* FSDP full shard (= ZeRO-3; FSDP-QLoRA for 4-bit bases, figured on the estimate of the pure-bf16
+  recipe FSDP-QLoRA runs, ``Job.kbit_prep=False``): per-parameter kinds (weights,
   trainable, gradients, optimizer) divided by the number of GPUs, plus gathered-layer buffers:
   the root unit (embeddings and lm_head) and two decoder layers (current + prefetched), in the
   compute precision (at most 2 bytes per parameter). Activations, logits and workspace stay per
@@ -35,6 +36,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from planner.breakdown import GIB
+from planner.memory import build_estimate
 from planner.plan import Strategy
 
 # Largest multi-machine plan tried unless --max-gpus allows more.
@@ -131,8 +133,27 @@ def gathered_bytes(est) -> int:
     return int(min(weights, (p.embedding + p.lm_head + 2 * layer) * bytes_per_param))
 
 
+_SHARDED: dict[int, tuple[Any, Any]] = {}
+
+
+def sharded_estimate(est):
+    """The estimate FSDP shards. For QLoRA that is the pure-bf16 recipe FSDP-QLoRA runs
+    (backend/recipes/fsdp_qlora.py: bf16 quant storage, no prepare_model_for_kbit_training, bf16
+    adapters), not the single-GPU kbit recipe whose fp32 norms, embeddings and residual stream it
+    avoids; checked on real CPU steps (tests/planner/test_mechanisms_cpu.py, qlora-bf16 rows)."""
+    if est.job.mode != "qlora" or not est.job.kbit_prep:
+        return est
+    hit = _SHARDED.get(id(est))
+    if hit is None or hit[0] is not est:  # the id of a collected estimate can be reused
+        if len(_SHARDED) > 256:
+            _SHARDED.clear()
+        hit = _SHARDED[id(est)] = (est, build_estimate(est.model, est.params, est.job.with_(kbit_prep=False)))
+    return hit[1]
+
+
 def fsdp_bytes(est, shards: int) -> int:
     """FSDP full shard over ``shards`` GPUs: the largest phase after sharding."""
+    est = sharded_estimate(est)
     gathered = gathered_bytes(est)
     peak = max(_sum(t) - _sum(t, *PER_PARAMETER_KINDS) * (1 - 1 / shards) for t in _phases(est))
     return _with_slack(est, peak + gathered)

@@ -134,7 +134,8 @@ def cpu_mechanism_section() -> list[str]:
         for r in csv.DictReader(f):
             mode, seq, batch = r["mode"], int(r["seq"]), int(r["batch"])
             spec = spec_from_config(json.loads(r["config_json"]), name=r["shape"])
-            job = Job(mode="full" if mode == "full-bf16" else mode, precision="bf16" if mode == "full-bf16" else None,
+            base = {"full-bf16": "full", "qlora-bf16": "qlora"}.get(mode, mode)
+            job = Job(mode=base, precision="bf16" if mode == "full-bf16" else None, kbit_prep=mode != "qlora-bf16",
                       seq_len=seq, batch_size=batch, gradient_checkpointing=r["grad_ckpt"] == "1",
                       lora_dropout=float(r["lora_dropout"]), lora_targets=r["lora_targets"])
             est = estimate(spec, job)
@@ -149,7 +150,8 @@ def cpu_mechanism_section() -> list[str]:
               "factors into the 3D weights every forward); gpt-oss's experts are not wrapped by all-linear.",
               "Llama 4 runs every token through every expert (one bmm); its LoRA row names its targets because",
               "PEFT's all-linear wraps the router and the forward fails (the planner says so and `--execute`",
-              "refuses). The `deepseek-v3-unequal-dims` row is not in the suite: with qk_head_dim != v_head_dim",
+              "refuses). `qlora-bf16` is FSDP-QLoRA's pure-bf16 recipe (bf16 quant storage, no kbit preparation,",
+              "bf16 adapters), which pricing figures for the fsdp-qlora strategy. The `deepseek-v3-unequal-dims` row is not in the suite: with qk_head_dim != v_head_dim",
               "the CPU's SDPA falls back to its math kernel in fp32 (a seq x seq attention buffer that CUDA's",
               "memory-efficient kernel does not make), so its measured peak is a CPU artefact; the suite's",
               "DeepSeek shape has equal head dims and checks the rest of MLA (latent cache, q/kv norms) and the",

@@ -74,6 +74,9 @@ def need(est, strategy, n):
     if strategy == "data-parallel":
         return slack(est, est.peak_allocated_bytes + max(total(t, "gradients") for t in ph))
     if strategy in ("fsdp", "fsdp-qlora"):
+        if strategy == "fsdp-qlora":  # FSDP-QLoRA runs the pure-bf16 recipe (backend/recipes/fsdp_qlora.py)
+            est = estimate(est.model, est.job.with_(kbit_prep=False))
+            ph = phases(est)
         p = est.params
         weights = max(total(t, "weights") for t in ph)
         layer = (p.total - p.embedding - p.lm_head) / est.model.num_hidden_layers

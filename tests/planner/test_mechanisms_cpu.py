@@ -139,6 +139,11 @@ CASES = [
     ("mixtral", "inference", 512, 2, False, "all-linear", 0.0),
     ("mixtral", "lora", 256, 2, False, "all-linear", 0.0),
     ("qwen3-moe", "qlora", 256, 2, False, "all-linear", 0.0),
+    # FSDP-QLoRA's pure-bf16 recipe (what pricing figures for the fsdp-qlora strategy)
+    ("small-vocab", "qlora-bf16", 512, 2, True, "all-linear", 0.0),
+    ("small-vocab", "qlora-bf16", 256, 2, False, "all-linear", 0.0),
+    ("big-vocab", "qlora-bf16", 256, 2, False, "all-linear", 0.05),
+    ("qwen3", "qlora-bf16", 256, 2, False, "all-linear", 0.05),
     # gpt-oss: the MLP peak (held attention weights, masks, gathered biases), then the sink softmax's
     ("gpt-oss", "inference", 64, 16, False, "all-linear", 0.0),
     ("gpt-oss", "inference", 1024, 1, False, "all-linear", 0.0),
@@ -177,16 +182,28 @@ def config(shape):
 
 def build(shape, mode, ckpt, targets, dropout):
     cfg = config(shape)
-    if mode == "qlora":
+    if mode in ("qlora", "qlora-bf16"):
         path = tempfile.mkdtemp()
         transformers.AutoModelForCausalLM.from_config(cfg, dtype=torch.bfloat16).save_pretrained(path)
+        # qlora-bf16: FSDP-QLoRA's pure-bf16 recipe (backend/recipes/fsdp_qlora.py): bf16 quant storage,
+        # no prepare_model_for_kbit_training, the adapters cast to bf16 below
+        storage = {"bnb_4bit_quant_storage": torch.bfloat16} if mode == "qlora-bf16" else {}
         quant = transformers.BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
-                                                bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=torch.bfloat16)
+                                                bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=torch.bfloat16,
+                                                **storage)
         model = transformers.AutoModelForCausalLM.from_pretrained(path, quantization_config=quant, dtype=torch.bfloat16,
                                                                   device_map={"": "cpu"},
                                                                   attn_implementation=cfg._attn_implementation)
-        model = peft.prepare_model_for_kbit_training(model, use_gradient_checkpointing=ckpt,
-                                                     gradient_checkpointing_kwargs={"use_reentrant": False})
+        if mode == "qlora":
+            model = peft.prepare_model_for_kbit_training(model, use_gradient_checkpointing=ckpt,
+                                                         gradient_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            for p in model.parameters():
+                p.requires_grad_(False)
+            model.enable_input_require_grads()
+            if ckpt:
+                model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+                model.config.use_cache = False
     else:
         pure = mode in ("lora", "full-bf16", "inference")
         model = transformers.AutoModelForCausalLM.from_config(cfg, dtype=torch.bfloat16 if pure else torch.float32)
@@ -195,10 +212,14 @@ def build(shape, mode, ckpt, targets, dropout):
             model.config.use_cache = False
             if mode == "lora":
                 model.enable_input_require_grads()
-    if mode in ("lora", "qlora"):
+    if mode in ("lora", "qlora", "qlora-bf16"):
         model = peft.get_peft_model(model, peft.LoraConfig(
             r=16, lora_alpha=32, lora_dropout=dropout, task_type="CAUSAL_LM",
             target_modules=targets if targets == "all-linear" else targets.split(",")))
+    if mode == "qlora-bf16":
+        for p in model.parameters():
+            if p.requires_grad:
+                p.data = p.data.to(torch.bfloat16)
     return model
 
 
@@ -248,14 +269,20 @@ def measure(shape, mode, seq, batch, ckpt, targets, dropout):
     return tracker.peak
 
 
+def job_for(mode, seq, batch, ckpt, dropout, targets):
+    """The planner's Job for a case: full-bf16 is pure bf16 full training, qlora-bf16 the FSDP-QLoRA recipe."""
+    base = {"full-bf16": "full", "qlora-bf16": "qlora"}.get(mode, mode)
+    return Job(mode=base, precision="bf16" if mode == "full-bf16" else None, kbit_prep=mode != "qlora-bf16",
+               seq_len=seq, batch_size=batch, gradient_checkpointing=ckpt, lora_dropout=dropout, lora_targets=targets)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name, mode, seq, batch, ckpt, targets, dropout", CASES,
                          ids=["-".join(map(str, c)) for c in CASES])
 def test_prediction_matches_live_bytes_on_cpu(cuda_like_dropout, name, mode, seq, batch, ckpt, targets, dropout):
     measured = measure(SHAPES[name], mode, seq, batch, ckpt, targets, dropout)
     spec = spec_from_config({"model_type": "llama", **SHAPES[name]}, name=name)
-    job = Job(mode="full" if mode == "full-bf16" else mode, precision="bf16" if mode == "full-bf16" else None,
-              seq_len=seq, batch_size=batch, gradient_checkpointing=ckpt, lora_dropout=dropout, lora_targets=targets)
+    job = job_for(mode, seq, batch, ckpt, dropout, targets)
     est = estimate(spec, job)
     cuda_only = sum(est.breakdown.get(k, 0) for k in ("cuBLAS workspaces", "cuBLAS workspace", "dequantization buffer"))
     assert est.peak_allocated_bytes - cuda_only == pytest.approx(measured, rel=0.03), est.phase
