@@ -95,8 +95,9 @@ def lora_targets(spec: ModelSpec, job: Job, idx: int | None = None) -> tuple[tup
 def _matches(name: str, wanted: str) -> bool:
     """PEFT's rule for a target_modules string: the module's name or its dotted suffix
     (peft.tuners.tuners_utils.check_target_module_exists), so ``gate_proj`` also targets Llama 4's
-    ``shared_expert.gate_proj``."""
-    return name == wanted or name.endswith("." + wanted)
+    ``shared_expert.gate_proj``. The fused experts' ``experts.*`` are parameters, not modules: a
+    module name never reaches them by suffix (all-linear wraps them through ParamWrapper)."""
+    return name == wanted or (name.endswith("." + wanted) and not name.startswith("experts."))
 
 
 def trainable_params(spec: ModelSpec, params: ParamCounts, job: Job) -> int:

@@ -21,6 +21,10 @@ def test_a_name_also_matches_as_a_dotted_suffix():
 def test_an_unknown_target_is_still_refused():
     with pytest.raises(PlannerError, match="--lora-targets proj not in"):
         names("llama3-8b", "proj")
+    # the fused experts are parameters: a module name does not reach them by suffix
+    with pytest.raises(PlannerError, match="--lora-targets gate_up_proj not in"):
+        names("qwen3-30b-a3b", "gate_up_proj")
+    assert names("qwen3-30b-a3b", "experts.gate_up_proj,q_proj") == ["experts.gate_up_proj", "q_proj"]
 
 
 def test_all_linear_on_llama4_is_named_with_its_fix():
