@@ -269,7 +269,10 @@ def weights_per_rank(spec: ModelSpec, settings: EngineSettings, quant: QuantForm
     held = read = 0.0
     cache: dict[bool, tuple[float, float]] = {}
     for i in layers:
-        h, r = cache.setdefault(is_moe_layer(spec, i), _layer_bytes(spec, i, tp, db, quant))
+        kind = is_moe_layer(spec, i)
+        if kind not in cache:
+            cache[kind] = _layer_bytes(spec, i, tp, db, quant)
+        h, r = cache[kind]
         held, read = held + h, read + r
     pad = d["vocab_padding"]["value"]
     vocab_rank = math.ceil(math.ceil(spec.vocab_size / pad) * pad / tp)
