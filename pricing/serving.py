@@ -136,7 +136,7 @@ def _rate_within(sm: StepModel, w: Workload, slo: Slo) -> tuple[float, ServingPe
         return r, performance(sm, replace(w, request_rate=r, concurrency=None, max_concurrency=False))
     lo, hi = 0.0, cap * 0.999
     best = None
-    for _ in range(24):
+    for _ in range(14):
         mid = (lo + hi) / 2
         p = performance(sm, replace(w, request_rate=mid, concurrency=None, max_concurrency=False))
         if slo.met(p):
@@ -215,25 +215,21 @@ def _platforms(platform: str, spot: bool) -> tuple[tuple[str, str], ...]:
     return want[platform]
 
 
-def shapes_for_catalog(spec, catalog, settings: EngineSettings, quant: QuantFormat | None, w: Workload, slo: Slo,
-                       max_gpus: int | None = None) -> dict[tuple[str, int, str], Shape]:
-    """Every (gpu model, tp, link) shape the catalog's NVIDIA instances offer, evaluated once."""
-    out: dict[tuple[str, int, str], Shape] = {}
+def shape_keys(spec, catalog, settings: EngineSettings, max_gpus: int | None = None) -> dict[tuple[str, int, str], tuple]:
+    """Every (gpu model, tp, link) replica shape the catalog's NVIDIA instances offer -> (gpu, device, link)."""
+    out: dict[tuple[str, int, str], tuple] = {}
     for inst in catalog.instances:
         if inst.accelerator != "nvidia":
             continue
         gpu = hardware.gpu(inst.gpu_model)
         if gpu is None or not gpu.mem_bandwidth_gb_s or not (gpu.tflops("bf16")):
             continue
-        device = device_for(gpu, inst.gpu_memory_gib)
         sizes = (settings.tensor_parallel_size,) if settings.tensor_parallel_size > 1 else TP_SIZES
         for tp in sizes:
             if tp > inst.gpu_count or (max_gpus and tp > max_gpus) or spec.num_attention_heads % tp:
                 continue
             link = link_of(gpu, inst.interconnect, tp)
-            key = (gpu.gpu_model, tp, link.name)
-            if key not in out:
-                out[key] = evaluate_shape(spec, gpu, device, tp, link, settings, quant, w, slo)
+            out.setdefault((gpu.gpu_model, tp, link.name), (gpu, device_for(gpu, inst.gpu_memory_gib), link))
     return out
 
 
@@ -252,31 +248,51 @@ def _choice(shape: Shape, inst, price, platform: str, usage: str) -> ServingChoi
 def plan_serving(spec, catalog, settings: EngineSettings, quant: QuantFormat | None, w: Workload, slo: Slo, *,
                  platform: str = "any", region: str = "us-east-1", spot: bool = False,
                  max_gpus: int | None = None, suggest: bool = True) -> ServingPlan:
-    """Cheapest instance x TP x replicas x region meeting ``slo`` (module docstring)."""
+    """Cheapest instance x TP x replicas x region meeting ``slo`` (module docstring).
+
+    Shapes are evaluated in order of the cheapest single instance that offers them; once a plan meets
+    the SLO, a shape whose one instance already costs more cannot win and is not evaluated (a plan
+    needs at least one instance), so the answer is the exact optimum over the catalog."""
     from .regions import ANY
     platforms = _platforms(platform, spot)
     regions = catalog.priced_regions() if region == ANY else (region,)
-    shapes = shapes_for_catalog(spec, catalog, settings, quant, w, slo, max_gpus)
-    choices: list[ServingChoice] = []
-    rejected = sorted({f"{g} x{tp}: {s.reason}" for (g, tp, _), s in shapes.items() if not s.meets_slo and s.reason})
+    keys = shape_keys(spec, catalog, settings, max_gpus)
+    offers: dict[tuple[str, int, str], list] = {k: [] for k in keys}
     for inst in catalog.instances:
         if inst.accelerator != "nvidia":
             continue
-        for (g, tp, link), shape in shapes.items():
-            if g != inst.gpu_model or tp > inst.gpu_count or not shape.replicas or shape.performance is None:
+        for key, (gpu, _, link) in keys.items():
+            if key[0] != inst.gpu_model or key[1] > inst.gpu_count:
                 continue
-            if link != link_of(hardware.gpu(g), inst.interconnect, tp).name:
+            if link.name != link_of(gpu, inst.interconnect, key[1]).name:
                 continue
             for plat, usage in platforms:
                 name = ("ml." + inst.instance_type) if plat == "sagemaker" else inst.instance_type
                 for reg in regions:
                     price = catalog.price(plat, name, reg, usage)
-                    if price is None or price.usd_per_hour is None:
-                        continue
-                    choices.append(_choice(shape, inst, price, plat, usage))
+                    if price is not None and price.usd_per_hour is not None:
+                        offers[key].append((inst, price, plat, usage))
+    order = sorted((k for k in keys if offers[k]), key=lambda k: min(o[1].usd_per_hour for o in offers[k]))
+    choices: list[ServingChoice] = []
+    rejected: list[str] = []
+    best_cost = math.inf
+    for key in order:
+        if min(o[1].usd_per_hour for o in offers[key]) >= best_cost:
+            break
+        gpu, device, link = keys[key]
+        shape = evaluate_shape(spec, gpu, device, key[1], link, settings, quant, w, slo)
+        if shape.reason:
+            rejected.append(f"{key[0]} x{key[1]}: {shape.reason}")
+        if not shape.replicas or shape.performance is None:
+            continue
+        for inst, price, plat, usage in offers[key]:
+            c = _choice(shape, inst, price, plat, usage)
+            choices.append(c)
+            if c.meets_slo:
+                best_cost = min(best_cost, c.usd_per_hour)
     ranked = sorted(choices, key=lambda c: (not c.meets_slo, c.usd_per_hour, c.instance_type, c.region))
     best = ranked[0] if ranked and ranked[0].meets_slo else None
-    plan = ServingPlan(w, slo, best, tuple(ranked[:8]), tuple(rejected))
+    plan = ServingPlan(w, slo, best, tuple(ranked[:8]), tuple(sorted(rejected)))
     if best is None and suggest:
         plan = replace(plan, what_would=what_would(spec, catalog, settings, quant, w, slo, platform=platform,
                                                    region=region, spot=spot, max_gpus=max_gpus))
