@@ -116,7 +116,7 @@ def device_for(gpu: hardware.Gpu, aws_gib: float | None = None) -> Device:
     mib = gpu.memory_mib or (aws_gib * 1024 if aws_gib else None)
     if not mib:
         raise PlannerError(f"no memory size recorded for {gpu.gpu_model}")
-    return Device(gpu.gpu_model, int((mib - reserved) * 2**20))
+    return Device(gpu.gpu_model, int((mib - reserved) * 2**20), gpu.generation)
 
 
 def link_of(gpu: hardware.Gpu, interconnect: str, tp: int) -> Link:

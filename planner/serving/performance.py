@@ -120,7 +120,8 @@ class StepModel:
                               sliding_window=spec.sliding_window)
         db = DTYPE_BYTES[mem.dtype]
         plain, _ = weights_per_rank(spec, replace(settings, pipeline_parallel_size=1), None)
-        held, _ = weights_per_rank(spec, replace(settings, pipeline_parallel_size=1), mem.quantization)
+        held, _ = weights_per_rank(spec, replace(settings, pipeline_parallel_size=1), mem.quantization, 0,
+                                   gpu.generation)
         self.weight_bytes = db * held / plain        # bytes per weight, averaged over the checkpoint
         self.kv_bytes = 1 if mem.kv_cache_dtype == "fp8" else db
         q = mem.quantization

@@ -45,6 +45,16 @@ class QuantFormat:
     source: str
     per_input_bytes: float = 0.0
     origin: str = "flag"    # "config.json" when read from quantization_config, "flag" for --quantization
+    expert_padding: tuple[tuple[str, int, int], ...] = ()  # (generation, hidden multiple, intermediate multiple)
+
+    def expert_scale(self, generation: str, hidden: int, intermediate: int) -> float:
+        """How much larger padded expert weights are than (hidden x intermediate) on this GPU generation."""
+        for gen, mh, mi in self.expert_padding:
+            if gen == generation:
+                def up(x: int, m: int) -> int:
+                    return -(-x // m) * m
+                return up(hidden, mh) * up(intermediate, mi) / (hidden * intermediate)
+        return 1.0
 
     def tensor_bytes(self, n_in: int, n_out: int, count: int = 1) -> float:
         """Bytes of ``count`` quantized (n_in x n_out) weights with their scales."""
@@ -66,7 +76,8 @@ def quant_format(name: str, *, group: int | None = None, origin: str = "flag") -
     fmt = QuantFormat(name=name, bytes_per_weight=row["bytes_per_weight"], per_group_bytes=row["per_group_bytes"],
                       group=row["group"], per_row_bytes=row["per_row_bytes"], quantizes=row["quantizes"],
                       weight_bits=row["weight_bits"], compute=row["compute"], source=row["source"],
-                      per_input_bytes=row.get("per_input_bytes", 0.0), origin=origin)
+                      per_input_bytes=row.get("per_input_bytes", 0.0), origin=origin,
+                      expert_padding=tuple((g, *v) for g, v in row.get("expert_padding", {}).items() if g != "source"))
     if group is not None and group > 0:
         fmt = replace(fmt, group=group)
     elif group is not None:  # group_size -1: one scale set per output channel instead of per group

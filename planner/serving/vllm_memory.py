@@ -108,6 +108,7 @@ class Device:
 
     name: str
     total_bytes: int
+    generation: str = ""  # ampere | ada | hopper | blackwell: picks kernel backends (MXFP4 padding)
 
 
 @dataclass(frozen=True)
@@ -224,7 +225,8 @@ def _tensor_numel_per_rank(spec: ModelSpec, name: str, numel: int, tp: int) -> t
     return math.ceil(numel / tp), True
 
 
-def _layer_bytes(spec: ModelSpec, idx: int, tp: int, dtype_bytes: int, quant: QuantFormat | None) -> tuple[float, float]:
+def _layer_bytes(spec: ModelSpec, idx: int, tp: int, dtype_bytes: int, quant: QuantFormat | None,
+                 generation: str = "") -> tuple[float, float]:
     """(bytes held per rank, of which routed experts) of decoder layer ``idx``."""
     held = routed = 0.0
     for t in layer_tensors(spec, idx):
@@ -238,6 +240,8 @@ def _layer_bytes(spec: ModelSpec, idx: int, tp: int, dtype_bytes: int, quant: Qu
                 n_in, n_out = t.shape
                 per = n / (n_in * n_out * t.count)  # this rank's share
                 b = quant.tensor_bytes(n_in, n_out, t.count) * per
+                if t.kind == "experts":
+                    b *= quant.expert_scale(generation, spec.hidden_size, spec.moe_intermediate_size)
             else:
                 b = n * dtype_bytes
         held += b
@@ -260,7 +264,7 @@ def _stage_layers(spec: ModelSpec, pp: int) -> list[range]:
 
 
 def weights_per_rank(spec: ModelSpec, settings: EngineSettings, quant: QuantFormat | None,
-                     stage: int = 0) -> tuple[int, int]:
+                     stage: int = 0, generation: str = "") -> tuple[int, int]:
     """(bytes held, of which routed experts) on one rank of pipeline stage ``stage``."""
     tp, pp = settings.tensor_parallel_size, settings.pipeline_parallel_size
     d = vllm_data()
@@ -271,7 +275,7 @@ def weights_per_rank(spec: ModelSpec, settings: EngineSettings, quant: QuantForm
     for i in layers:
         kind = is_moe_layer(spec, i)
         if kind not in cache:
-            cache[kind] = _layer_bytes(spec, i, tp, db, quant)
+            cache[kind] = _layer_bytes(spec, i, tp, db, quant, generation)
         h, r = cache[kind]
         held, read = held + h, read + r
     pad = d["vocab_padding"]["value"]
@@ -414,7 +418,7 @@ def engine_memory(spec: ModelSpec, device: Device, settings: EngineSettings,
 
     worst: tuple | None = None
     for stage, layers in enumerate(_stage_layers(spec, pp)):
-        held, read = weights_per_rank(spec, settings, quant, stage)
+        held, read = weights_per_rank(spec, settings, quant, stage, device.generation)
         peak = activation_peak(spec, settings, mnbt, seqs, last_stage=stage == pp - 1)
         available = requested - held - peak - non_torch - cg
         page, flags_all = _kv_layout(spec, tp, kv_bytes, block)
