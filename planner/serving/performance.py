@@ -12,9 +12,9 @@ the KV blocks a request of input + output tokens needs.
 
 Workload (fixed-length requests):
 - at concurrency C (a closed loop of C users): B = min(C, caps) run; while one request emits its OSL
-  tokens the other B - 1 are replaced once each, so a fraction (B - 1) x chunks / OSL of steps carries a
-  prompt chunk: the median ITL is a decode step (or a mixed one when most steps are mixed), the mean adds
-  that fraction of a chunk and makes E2E; TTFT = the prompt's chunks + a decode step, plus
+  tokens the other B - 1 are replaced once each, adding (B - 1) x ISL / OSL prompt tokens per step: the
+  mean ITL adds their prefill time and makes E2E; the median ITL is a decode step unless most steps carry
+  a prompt chunk (then a mixed step); TTFT = the prompt's chunks + a decode step, plus
   the wait of the C - B users that KV or ``max_num_seqs`` holds back; throughput = C x OSL / E2E (Little).
 - at a request rate R (open loop, Poisson arrivals): the concurrency is the fixed point C = R x E2E(C);
   TTFT adds the queueing of prompts on the GPU as an M/M/1 wait with the prompt's prefill time as service:
@@ -90,6 +90,12 @@ class ServingPerformance:
     decode_step_ms: float
     prefill_ms: float
     basis: str
+    output_tokens: int = 1
+
+    @property
+    def itl_mean_ms(self) -> float:
+        """Mean inter-token latency (TPOT): the decode part of E2E over the tokens after the first."""
+        return self.itl_ms if self.output_tokens < 2 else (self.e2e_ms - self.ttft_ms) / (self.output_tokens - 1)
 
     def to_dict(self) -> dict[str, Any]:
         def r(x: float) -> float | None:
@@ -98,6 +104,7 @@ class ServingPerformance:
                 "output_tokens_per_second": r(self.output_tokens_per_second),
                 "requests_per_second": r(self.requests_per_second), "ttft_ms": r(self.ttft_ms),
                 "ttft_p99_ms": r(self.ttft_p99_ms), "itl_ms": r(self.itl_ms), "e2e_ms": r(self.e2e_ms),
+                "itl_mean_ms": r(self.itl_mean_ms),
                 "saturated": self.saturated, "capacity_rps": r(self.capacity_rps),
                 "kv_limited_concurrency": self.kv_limited_concurrency, "decode_step_ms": r(self.decode_step_ms),
                 "prefill_ms": r(self.prefill_ms), "basis": self.basis}
@@ -203,12 +210,18 @@ def _running(sm: StepModel, isl: int, osl: int, running: int) -> tuple[float, fl
     budget = max(1, mem.max_num_batched_tokens - running)
     chunks = math.ceil(isl / budget)
     chunk = sm.prefill(min(isl, budget))
-    # While one request emits its OSL tokens, each of the other running requests is replaced once and its
-    # prompt rides along in `chunks` steps: that fraction of steps carries a prefill chunk.
-    frac = min(1.0, (running - 1) * chunks / osl)
-    itl = td if frac < 0.5 else td + chunk          # the median step
+    # While one request emits its OSL tokens, each of the other running requests is replaced once: their
+    # prompts add (running - 1) x ISL / OSL prompt tokens per step on average (chunked into the budget).
+    # The median step carries a chunk only when most do.
+    prompt_tokens = (running - 1) * isl / osl
+    per_token = sm.prefill(isl) / isl
+    frac = min(1.0, prompt_tokens / budget)
+    itl = td if frac < 0.5 else td + chunk
     ttft = sm.prefill(isl) + chunks * td
-    return ttft, itl, td + frac * chunk, td
+    # Prompt tokens of many requests share one step's GEMMs: the cheaper of one batched chunk of that size
+    # and the prompt's own per-token rate (which carries its attention over the whole prompt).
+    itl_mean = td + min(sm.prefill(max(1, round(prompt_tokens))), prompt_tokens * per_token) if prompt_tokens else td
+    return ttft, itl, itl_mean, td
 
 
 def performance(sm: StepModel, w: Workload) -> ServingPerformance:
@@ -221,7 +234,7 @@ def performance(sm: StepModel, w: Workload) -> ServingPerformance:
     if cap < 1:
         inf = math.inf
         return ServingPerformance(0, 0, 0.0, 0.0, inf, inf, inf, inf, True, 0.0, kv_cap, inf, inf,
-                                  f"one request of {isl + osl} tokens does not fit the KV cache")
+                                  f"one request of {isl + osl} tokens does not fit the KV cache", osl)
     ttft_c, itl_c, e2e_c, td_c, _ = _closed_loop(sm, w, cap)
     capacity = cap / e2e_c
     prefill_s = sm.prefill(isl)
@@ -230,13 +243,13 @@ def performance(sm: StepModel, w: Workload) -> ServingPerformance:
         ttft, itl, e2e, td, running = _closed_loop(sm, w, users)
         rps = users / e2e
         return ServingPerformance(users, running, rps * osl, rps, ttft * 1e3, ttft * 1e3, itl * 1e3, e2e * 1e3,
-                                  False, capacity, kv_cap, td * 1e3, prefill_s * 1e3, basis)
+                                  False, capacity, kv_cap, td * 1e3, prefill_s * 1e3, basis, osl)
     rate = w.request_rate
     if rate >= capacity:
         inf = math.inf
         return ServingPerformance(cap, cap, capacity * osl, capacity, inf, inf, itl_c * 1e3, inf, True, capacity,
                                   kv_cap, td_c * 1e3, prefill_s * 1e3, basis + f": {rate:g} req/s is at or above "
-                                  f"the replica's capacity of {capacity:.3g} req/s")
+                                  f"the replica's capacity of {capacity:.3g} req/s", osl)
     users = 1.0
     for _ in range(60):  # fixed point C = R x E2E(C); E2E grows with C, so this converges from below
         _, _, e2e, _, _ = _closed_loop(sm, w, min(users, cap))
@@ -252,4 +265,4 @@ def performance(sm: StepModel, w: Workload) -> ServingPerformance:
     wait99 = max(0.0, s / (1 - rho) * math.log(100 * rho)) if rho > 0 else 0.0
     return ServingPerformance(users, running, rate * osl, rate, (ttft + wait50) * 1e3, (ttft + wait99) * 1e3,
                               itl * 1e3, (e2e + wait50) * 1e3, False, capacity, kv_cap, td * 1e3, prefill_s * 1e3,
-                              basis)
+                              basis, osl)
