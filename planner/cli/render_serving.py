@@ -43,7 +43,11 @@ def render_serving(console, r: dict[str, Any]) -> None:
             money = (f" on {rec['instances']}x {rec['instance_type']} ({rec['platform']}, {rec['region']}): "
                      f"${rec['usd_per_hour']:,.2f}/h, ${rec['usd_per_month']:,.0f}/month"
                      + (f", ${per_m:,.2f} per million output tokens" if per_m is not None else ""))
-        verdict = "meets the SLO" if rec["meets_slo"] else "does NOT meet the SLO"
+        slo = s["workload"]["slo"]
+        if slo["ttft_ms"] is None and slo["itl_ms"] is None:
+            verdict = "no SLO given" if rec["meets_slo"] else "does NOT carry this load"
+        else:
+            verdict = "meets the SLO" if rec["meets_slo"] else "does NOT meet the SLO"
         out(f"  {rec['replicas']} replica(s) x TP {rec['tensor_parallel_size']}{money}; {verdict}", soft_wrap=True)
     for x in r.get("what_would", []):
         plan = x["plan"]

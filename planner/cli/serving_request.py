@@ -39,6 +39,8 @@ def run_serving(ctx: Any, model: str, flags: ServingFlags, *, mode: str, precisi
                 platform: str, region: str, spot: bool, max_gpus: int | None, no_pricing: bool,
                 as_json: bool) -> None:
     from .validate import given
+    if flags.engine == "vllm" and not given(ctx, "mode"):
+        mode = "inference"  # --engine vllm plans serving: --mode inference is implied when --mode is not given
     check_serving(flags, mode)
     bad = [n for n in NOT_FOR_VLLM if given(ctx, n)]
     if bad:

@@ -315,3 +315,11 @@ def test_accuracy_serving_doc_is_current():
     r = subprocess.run([sys.executable, str(root / "scripts" / "serving_accuracy.py"), "--check"],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
+
+
+def test_engine_vllm_implies_inference_mode():
+    r = _cli("qwen2.5-7b", "--engine", "vllm", "--gpu", "L4", "--max-model-len", "8192", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["serving"]["fits"] is True
+    r = _cli("qwen2.5-7b", "--mode", "lora", "--engine", "vllm", "--gpu", "L4")
+    assert r.returncode == 2 and "--mode inference" in r.stderr
