@@ -178,6 +178,14 @@ def _priced(spec, hf_id, settings, flags, quant, workload, slo, **kw) -> dict[st
         result["recommendation"] = rec
         result["vllm"] = vllm_serving_command(hf_id, shape.memory, quantization_flag=flags.quantization,
                                               enforce_eager=flags.enforce_eager).to_dict()
+        if choice.platform == "sagemaker":
+            count = choice.instances
+            result["deploy"] = {
+                "instance_type": choice.instance_type, "count": count,
+                "command": f"plan deploy JOB_OR_PACKAGE_ARN --name ENDPOINT --role ROLE_ARN "
+                           f"--instance-type {choice.instance_type} --count {count}",
+                "note": "plan deploy takes the instance type and count; the vLLM settings above (TP, "
+                        "--gpu-memory-utilization, --max-model-len, --max-num-seqs) are not passed to its container yet"}
         result["alternatives"] = [c.to_dict() for c in plan.alternatives[1:]]
         result["rejected"] = list(plan.rejected)
     result["what_would"] = [x.to_dict() for x in plan.what_would]
