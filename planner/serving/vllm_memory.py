@@ -436,8 +436,10 @@ def engine_memory(spec: ModelSpec, device: Device, settings: EngineSettings,
         return sum(_per_layer_need(f, page, block, window, length, mnbt) for f in flags)
 
     tokens = blocks // n_groups * block
-    kinds = sorted(set(flags))
-    per_request_blocks = math.ceil(sum(_per_layer_need(f, page, block, window, mml, mnbt) for f in kinds) / page)
+    # get_max_concurrency_for_kv_cache_config: one layer's need per KV-cache group, summed over the groups
+    groups_of = {f: math.ceil(flags.count(f) / size) for f in set(flags)}
+    per_request_blocks = math.ceil(sum(n * _per_layer_need(f, page, block, window, mml, mnbt)
+                                       for f, n in groups_of.items()) / page)
     concurrency = blocks / per_request_blocks if per_request_blocks else 0.0
     fits = available > 0 and need(mml) <= available
     est_len = None

@@ -323,3 +323,13 @@ def test_engine_vllm_implies_inference_mode():
     assert json.loads(r.stdout)["serving"]["fits"] is True
     r = _cli("qwen2.5-7b", "--mode", "lora", "--engine", "vllm", "--gpu", "L4")
     assert r.returncode == 2 and "--mode inference" in r.stderr
+
+
+def test_gemma3_groups_and_concurrency_per_group():
+    """Gemma-3-27B: 52 sliding + 10 full layers -> groups of 10: 6 sliding groups + 1 full (padding 8 layers);
+    a request needs one layer's pages per group (get_max_concurrency_for_kv_cache_config)."""
+    m = engine_memory(resolve("gemma3-27b"), H100, EngineSettings(max_model_len=32768))
+    assert (m.kv_groups, m.layers_per_group) == (7, 10)
+    sliding = math.ceil(min(1024 - 1 + m.max_num_batched_tokens, 32768) / 16) + 1
+    assert m.blocks_per_request == 6 * sliding + 32768 // 16
+    assert m.kv_cache_tokens == m.num_blocks // 7 * 16
