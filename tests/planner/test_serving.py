@@ -22,8 +22,8 @@ from planner.serving.quant import from_config, quant_format, served_format
 from planner.serving.vllm_memory import (GIB, Device, EngineSettings, batch_defaults, check_version,
                                          cudagraph_capture_sizes, engine_memory, version_rules, weights_per_rank)
 
-H100 = Device("H100", 85_069_922_304, "hopper")  # (81559 - 430) MiB
-A100 = Device("A100-80GB", (81920 - 430) * 2**20, "ampere")
+H100 = Device("H100", (81559 - 512) * 2**20, "hopper")
+A100 = Device("A100-80GB", (81920 - 512) * 2**20, "ampere")
 
 
 # ---------------------------------------------------------------- weights against published startup logs
