@@ -81,7 +81,8 @@ def plan(
     if serving.engine != "transformers" or serving.given():
         from .serving_request import run_serving
         return run_serving(ctx, model, serving, mode=mode, precision=precision, gpu=gpu, platform=platform,
-                           region=region, spot=spot, max_gpus=max_gpus, no_pricing=no_pricing, as_json=as_json)
+                           region=region, spot=spot, max_gpus=max_gpus, no_pricing=no_pricing, as_json=as_json,
+                           currency=currency, usd_rate=usd_rate)
     plan_conflicts(ctx)
     job = Job(mode=mode, precision=precision, seq_len=seq_len, batch_size=batch_size,
               gradient_checkpointing=gradient_checkpointing, lora_r=lora_r, lora_alpha=lora_alpha,

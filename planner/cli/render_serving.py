@@ -43,6 +43,9 @@ def render_serving(console, r: dict[str, Any]) -> None:
             money = (f" on {rec['instances']}x {rec['instance_type']} ({rec['platform']}, {rec['region']}): "
                      f"${rec['usd_per_hour']:,.2f}/h, ${rec['usd_per_month']:,.0f}/month"
                      + (f", ${per_m:,.2f} per million output tokens" if per_m is not None else ""))
+        cur = rec.get("currency")
+        if cur:
+            money += f" (= {cur['code']} {cur['per_hour']:,.0f}/h, {cur['code']} {cur['per_month']:,.0f}/month)"
         slo = s["workload"]["slo"]
         if slo["ttft_ms"] is None and slo["itl_ms"] is None:
             verdict = "no SLO given" if rec["meets_slo"] else "does NOT carry this load"

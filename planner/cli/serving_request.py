@@ -19,7 +19,7 @@ DEFAULT_INPUT, DEFAULT_OUTPUT = 1024, 128  # vllm bench serve's random dataset (
 # plan flags that describe a training job or a transformers batch: refused with --engine vllm, never ignored.
 NOT_FOR_VLLM = ("seq_len", "batch_size", "gradient_checkpointing", "lora_r", "lora_alpha", "lora_dropout",
                 "lora_targets", "num_virtual_tokens", "optimizer", "attention", "allocator", "adapters",
-                "max_lora_rank", "objective", "max_hours", "tokens", "dataset", "epochs", "currency", "usd_rate",
+                "max_lora_rank", "objective", "max_hours", "tokens", "dataset", "epochs",
                 "execute", "backend", "yes", "force", "output_dir", "max_steps", "learning_rate", "save_steps",
                 "experiment", "role", "bucket", "max_cost", "restart", "dry_run", "wait", "emit_config")
 _DTYPE_FROM_CONFIG = {"bfloat16": "bf16", "float16": "fp16"}
@@ -37,7 +37,7 @@ def _dtype(precision: str | None, config: dict) -> str:
 
 def run_serving(ctx: Any, model: str, flags: ServingFlags, *, mode: str, precision: str | None, gpu: str | None,
                 platform: str, region: str, spot: bool, max_gpus: int | None, no_pricing: bool,
-                as_json: bool) -> None:
+                as_json: bool, currency: str | None = None, usd_rate: float | None = None) -> None:
     from .validate import given
     if flags.engine == "vllm" and not given(ctx, "mode"):
         mode = "inference"  # --engine vllm plans serving: --mode inference is implied when --mode is not given
@@ -67,6 +67,8 @@ def run_serving(ctx: Any, model: str, flags: ServingFlags, *, mode: str, precisi
     slo = Slo(flags.ttft_ms, flags.itl_ms)
     hf_id = spec.hf_id or model
     if gpu is not None:
+        if currency is not None or usd_rate is not None:
+            raise PlannerError("--currency and --usd-rate convert cloud prices; --gpu plans your own GPUs: drop them")
         if spot or region == "any":
             raise PlannerError("--spot and --region any price cloud machines; --gpu plans your own GPUs: drop them")
         result = _on_local_gpus(spec, hf_id, gpu, settings, flags, quant, workload, slo, tp_given=flags.tensor_parallel_size)
@@ -74,8 +76,17 @@ def run_serving(ctx: Any, model: str, flags: ServingFlags, *, mode: str, precisi
         raise PlannerError("--engine vllm needs GPUs to lay memory out on: give --gpu (e.g. \"2x H100\") or drop "
                            "--no-pricing to search the catalog")
     else:
+        from pricing.costs import Money
+        money = Money.parse(currency, usd_rate)
         result = _priced(spec, hf_id, settings, flags, quant, workload, slo, platform=platform, region=region,
                          spot=spot, max_gpus=max_gpus)
+        rec = result.get("recommendation")
+        if money is not None and rec:
+            rec["currency"] = {"code": money.code, "usd_rate": money.usd_rate,
+                               "per_hour": round(money.convert(rec["usd_per_hour"]), 2),
+                               "per_month": round(money.convert(rec["usd_per_month"]), 2),
+                               "per_million_output_tokens": None if rec["usd_per_million_output_tokens"] is None
+                               else round(money.convert(rec["usd_per_million_output_tokens"]), 4)}
     if as_json:
         typer.echo(json.dumps(result, indent=2))
     else:

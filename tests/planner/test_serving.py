@@ -333,3 +333,11 @@ def test_gemma3_groups_and_concurrency_per_group():
     sliding = math.ceil(min(1024 - 1 + m.max_num_batched_tokens, 32768) / 16) + 1
     assert m.blocks_per_request == 6 * sliding + 32768 // 16
     assert m.kv_cache_tokens == m.num_blocks // 7 * 16
+
+
+def test_currency_converts_the_serving_price():
+    r = _cli("llama3.1-8b", "--engine", "vllm", "--request-rate", "2", "--max-model-len", "8192",
+             "--currency", "INR", "--usd-rate", "88.5", "--json")
+    assert r.returncode == 0, r.stderr
+    rec = json.loads(r.stdout)["recommendation"]
+    assert rec["currency"]["per_month"] == pytest.approx(rec["usd_per_month"] * 88.5, rel=1e-3)
