@@ -339,5 +339,9 @@ def test_currency_converts_the_serving_price():
     r = _cli("llama3.1-8b", "--engine", "vllm", "--request-rate", "2", "--max-model-len", "8192",
              "--currency", "INR", "--usd-rate", "88.5", "--json")
     assert r.returncode == 0, r.stderr
-    rec = json.loads(r.stdout)["recommendation"]
+    d = json.loads(r.stdout)
+    rec = d["recommendation"]
+    assert set(rec) >= {"replicas", "tensor_parallel_size", "usd_per_million_output_tokens", "usd_per_month",
+                        "meets_slo", "instance_type", "region", "platform"}
+    assert d["serving"]["performance"]["requests_per_second"] == pytest.approx(2 / rec["replicas"], rel=1e-3)
     assert rec["currency"]["per_month"] == pytest.approx(rec["usd_per_month"] * 88.5, rel=1e-3)
