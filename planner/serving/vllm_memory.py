@@ -173,6 +173,8 @@ class EngineMemory:
                         "kv_cache_bytes": self.kv_cache_bytes},
             "kv_cache_tokens": self.kv_cache_tokens, "num_gpu_blocks": self.num_blocks,
             "page_size_bytes": self.page_size_bytes, "kv_bytes_per_token": self.kv_bytes_per_token,
+            "routed_expert_bytes": self.routed_bytes, "kv_groups": self.kv_groups,
+            "layers_per_kv_group": self.layers_per_group, "blocks_per_request": self.blocks_per_request,
             "max_model_len": self.max_model_len, "max_concurrency": round(self.max_concurrency, 2),
             "fits": self.fits, "estimated_max_model_len": self.estimated_max_model_len,
             "max_num_seqs": self.max_num_seqs, "max_num_batched_tokens": self.max_num_batched_tokens,
