@@ -16,6 +16,7 @@ import sys
 import time
 
 CASES = {
+    "python -c pass (the interpreter alone, for scale)": None,
     "plan llama3.1-8b --mode inference --json (baseline)":
         ["llama3.1-8b", "--mode", "inference", "--json"],
     "plan llama3.1-8b --mode inference --engine vllm --request-rate 5 --json":
@@ -26,10 +27,11 @@ CASES = {
 }
 
 
-def one(args: list[str]) -> tuple[float, float]:
+def one(args: list[str] | None) -> tuple[float, float]:
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "planner", *args], check=True, capture_output=True, env=os.environ)
+    cmd = [sys.executable, "-c", "pass"] if args is None else [sys.executable, "-m", "planner", *args]
+    subprocess.run(cmd, check=True, capture_output=True, env=os.environ)
     wall = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)

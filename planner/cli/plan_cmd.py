@@ -15,8 +15,6 @@ import typer
 from . import DEFAULT_COMMAND, app
 from .output import console, warn
 from .serving_flags import ServingFlags, with_serving_flags
-from ..estimate import estimate
-from ..job import Job
 
 
 @app.command(DEFAULT_COMMAND, hidden=True, no_args_is_help=True)
@@ -84,6 +82,8 @@ def plan(
                            region=region, spot=spot, max_gpus=max_gpus, no_pricing=no_pricing, as_json=as_json,
                            currency=currency, usd_rate=usd_rate)
     plan_conflicts(ctx)
+    from ..estimate import estimate  # not needed by --engine vllm: imported here to keep that path light
+    from ..job import Job
     job = Job(mode=mode, precision=precision, seq_len=seq_len, batch_size=batch_size,
               gradient_checkpointing=gradient_checkpointing, lora_r=lora_r, lora_alpha=lora_alpha,
               lora_dropout=lora_dropout, lora_targets=lora_targets, num_virtual_tokens=num_virtual_tokens,

@@ -39,7 +39,6 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from ..activations import sliding_layer_flags
 from ..errors import PlannerError
 from ..params import is_moe_layer, layer_tensors
 from ..spec import ModelSpec
@@ -336,7 +335,11 @@ def _kv_layout(spec: ModelSpec, tp: int, kv_bytes: int, block: int) -> tuple[int
         page = block * latent * kv_bytes  # coef 1, one latent "head", replicated on every TP rank
     else:
         page = 2 * block * _kv_heads_per_rank(spec, tp) * spec.head_dim * kv_bytes
-    sliding = sliding_layer_flags(spec) if spec.sliding_window else [False] * spec.num_hidden_layers
+    if spec.sliding_window:
+        from ..activations import sliding_layer_flags  # the layer layout rule lives there; only windowed models
+        sliding = sliding_layer_flags(spec)
+    else:
+        sliding = [False] * spec.num_hidden_layers
     return page, list(sliding)
 
 
