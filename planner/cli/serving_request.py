@@ -48,12 +48,13 @@ def run_serving(ctx: Any, model: str, flags: ServingFlags, *, mode: str, precisi
         raise PlannerError(f"{names}: not used by --engine vllm (a served deployment, not a training job or one batch); drop it")
     from ..registry import resolve
     from ..serving.performance import Workload
-    from ..serving.quant import served_format
+    from ..serving.quant import served_format, with_published_quantization
     from ..serving.vllm_memory import EngineSettings
     from pricing.serving import Slo
 
     spec = resolve(model)
-    quant = served_format(spec.config, flags.quantization)
+    config, published = with_published_quantization(dict(spec.config), spec.hf_id)
+    quant = served_format(config, flags.quantization)
     settings = EngineSettings(version=flags.engine_version, tensor_parallel_size=flags.tensor_parallel_size or 1,
                               pipeline_parallel_size=flags.pipeline_parallel_size or 1,
                               gpu_memory_utilization=flags.gpu_memory_utilization, max_model_len=flags.max_model_len,
@@ -87,6 +88,8 @@ def run_serving(ctx: Any, model: str, flags: ServingFlags, *, mode: str, precisi
                                "per_month": round(money.convert(rec["usd_per_month"]), 2),
                                "per_million_output_tokens": None if rec["usd_per_million_output_tokens"] is None
                                else round(money.convert(rec["usd_per_million_output_tokens"]), 4)}
+    if published and result.get("serving"):
+        result["serving"]["details"]["notes"].append(f"quantization_config from the published checkpoint: {published}")
     if as_json:
         typer.echo(json.dumps(result, indent=2))
     else:

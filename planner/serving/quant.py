@@ -17,6 +17,7 @@ from typing import Any, Mapping
 from ..errors import PlannerError
 
 _DATA = Path(__file__).parent / "data" / "quantization.json"
+_PUBLISHED = Path(__file__).parent / "data" / "published_quantization.json"
 # Formats vLLM can apply to an unquantized checkpoint while loading it.
 IN_FLIGHT = ("fp8", "bitsandbytes")
 
@@ -127,6 +128,20 @@ def from_config(config: Mapping[str, Any]) -> QuantFormat | None:
     group = qc.get("group_size", qc.get("q_group_size"))
     return quant_format(mapped, group=group if isinstance(group, int) and mapped in ("awq", "gptq") else None,
                         origin="config.json")
+
+
+@lru_cache(maxsize=1)
+def _published() -> dict[str, Any]:
+    return json.loads(_PUBLISHED.read_text())["checkpoints"]
+
+
+def with_published_quantization(config: Mapping[str, Any], hf_id: str | None) -> tuple[Mapping[str, Any], str | None]:
+    """``config`` with the Hub checkpoint's ``quantization_config`` where the shipped copy lacks it, and the
+    source it came from (None when nothing was added)."""
+    row = _published().get(hf_id or "")
+    if row is None or "quantization_config" in config:
+        return config, None
+    return {**config, "quantization_config": row["quantization_config"]}, row["source"]
 
 
 def served_format(config: Mapping[str, Any], flag: str | None) -> QuantFormat | None:

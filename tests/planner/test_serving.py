@@ -356,3 +356,12 @@ def test_currency_converts_the_serving_price():
                         "meets_slo", "instance_type", "region", "platform"}
     assert d["serving"]["performance"]["requests_per_second"] == pytest.approx(2 / rec["replicas"], rel=1e-3)
     assert rec["currency"]["per_month"] == pytest.approx(rec["usd_per_month"] * 88.5, rel=1e-3)
+
+
+def test_published_quantization_config_is_read_for_shipped_models():
+    """openai/gpt-oss-20b's Hub config declares mxfp4; the shipped copy omits it, vLLM would still read it."""
+    r = _cli("gpt-oss-20b", "--engine", "vllm", "--gpu", "H100", "--json")
+    assert r.returncode == 0, r.stderr
+    s = json.loads(r.stdout)["serving"]
+    assert s["details"]["quantization"]["name"] == "mxfp4"
+    assert s["per_gpu"]["weights_bytes"] < 14 * GIB
