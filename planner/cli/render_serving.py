@@ -53,6 +53,11 @@ def render_serving(console, r: dict[str, Any]) -> None:
             verdict = "meets the SLO" if rec["meets_slo"] else "does NOT meet the SLO"
         out(f"  {rec['replicas']} replica(s) x TP {rec['tensor_parallel_size']}{money}; {verdict}", soft_wrap=True)
     for x in r.get("what_would", []):
+        if "plan" not in x:  # on the user's own GPUs
+            verdict = ("meets the SLO" if x["meets_slo"] else "fits, still misses the SLO") if x["fits"] \
+                else "does not fit"
+            out(f"  what would: {x['change']} -> {verdict}", soft_wrap=True)
+            continue
         plan = x["plan"]
         if plan and plan["meets_slo"]:
             what = f"{plan['instances']}x {plan['instance_type']} TP {plan['tensor_parallel_size']}, ${plan['usd_per_hour']:,.2f}/h"

@@ -116,7 +116,8 @@ def _serving_block(mem, perf, workload, slo, gpu_label: str) -> dict[str, Any]:
     return block
 
 
-def _on_local_gpus(spec, hf_id, gpu_text, settings, flags, quant, workload, slo, tp_given) -> dict[str, Any]:
+def _on_local_gpus(spec, hf_id, gpu_text, settings, flags, quant, workload, slo, tp_given,
+                   suggest: bool = True) -> dict[str, Any]:
     from dataclasses import replace
 
     from pricing.catalog import load_catalog
@@ -163,7 +164,43 @@ def _on_local_gpus(spec, hf_id, gpu_text, settings, flags, quant, workload, slo,
     if mem.fits:
         result["vllm"] = vllm_serving_command(hf_id, mem, quantization_flag=flags.quantization,
                                               enforce_eager=flags.enforce_eager).to_dict()
+    if suggest and not meets and hw is not None:
+        result["what_would"] = _local_what_would(spec, hf_id, gpu_text, settings, flags, quant, workload, slo,
+                                                 tp_given, fits=mem.fits)
     return result
+
+
+def _local_what_would(spec, hf_id, gpu_text, settings, flags, quant, workload, slo, tp_given,
+                      fits: bool = True) -> list[dict]:
+    """On the user's GPUs: each change re-planned, and whether it fits and meets the SLO (when the plan does
+    not fit, the other changes are tried with a max-model-len that covers the workload)."""
+    from dataclasses import replace
+
+    from ..serving.quant import quant_format
+    need = workload.input_tokens + workload.output_tokens
+    short = 1 << max(0, (need - 1).bit_length())
+    base, also = settings, ""
+    if not fits and (settings.max_model_len is None or settings.max_model_len > short):
+        base, also = replace(settings, max_model_len=short), f" with --max-model-len {short}"
+    tries = []
+    if quant is None:
+        tries += [(f"--quantization fp8{also}", base, quant_format("fp8"), "fp8"),
+                  (f"an AWQ int4 checkpoint (--quantization awq){also}", base, quant_format("awq"), "awq")]
+    if settings.kv_cache_dtype != "fp8":
+        tries.append((f"--kv-cache-dtype fp8{also}", replace(base, kv_cache_dtype="fp8"), quant, flags.quantization))
+    if settings.max_model_len is None or settings.max_model_len > short:
+        tries.append((f"--max-model-len {short}", replace(settings, max_model_len=short), quant, flags.quantization))
+    out = []
+    for change, s, q, qflag in tries:
+        try:
+            r = _on_local_gpus(spec, hf_id, gpu_text, s, replace(flags, quantization=qflag), q, workload, slo,
+                               tp_given, suggest=False)
+        except PlannerError:
+            continue
+        rec, serving = r["recommendation"], r["serving"]
+        out.append({"change": change, "fits": serving["fits"], "meets_slo": rec["meets_slo"],
+                    "performance": serving["performance"]})
+    return out
 
 
 def _priced(spec, hf_id, settings, flags, quant, workload, slo, **kw) -> dict[str, Any]:

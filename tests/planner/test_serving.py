@@ -365,3 +365,13 @@ def test_published_quantization_config_is_read_for_shipped_models():
     s = json.loads(r.stdout)["serving"]
     assert s["details"]["quantization"]["name"] == "mxfp4"
     assert s["per_gpu"]["weights_bytes"] < 14 * GIB
+
+
+def test_what_would_on_own_gpus_is_replanned():
+    r = _cli("llama3.1-8b", "--engine", "vllm", "--gpu", "L4", "--itl-ms", "40", "--concurrency", "4", "--json")
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    assert d["recommendation"]["meets_slo"] is False
+    ww = {x["change"]: x for x in d["what_would"]}
+    fp8 = next(v for k, v in ww.items() if k.startswith("--quantization fp8"))
+    assert fp8["fits"] and fp8["meets_slo"] and fp8["performance"]["itl_ms"] <= 40
