@@ -30,6 +30,7 @@ from backend import checkpoints, lifeline, run_identity, run_record, runlock  # 
 from backend.data import TrainingData, count_tokens, hf_datasets, preflight  # noqa: E402
 from backend.recipes import Recipe, recipe_for  # noqa: E402
 from planner.errors import PlannerError  # noqa: E402
+from planner.safe_io import read_text  # noqa: E402
 from planner.plan import Plan, RunSettings  # noqa: E402
 
 OPTIM = {"adamw": "adamw_torch", "adamw-8bit": "adamw_bnb_8bit", "paged-adamw-8bit": "paged_adamw_8bit", "sgd": "sgd"}
@@ -120,7 +121,10 @@ def resume_point(run: Run, data: TrainingData, *, restart: bool) -> Path | None:
         set_aside = checkpoints.set_aside_all(ckpt, "restart")
         if (run.out / run_record.FILE).exists():
             set_aside.append(str(checkpoints.set_aside(run.out / run_record.FILE, "restart")))
-    previous = run_record.read(run.out) or {}
+    try:
+        previous = run_record.load(run.out) or {}
+    except run_record.DamagedRecord as exc:
+        raise PlannerError(run_record.damaged_refusal(run.out, str(exc))) from None
     changed = run_identity.changes(previous.get("identity"), ident)
     if changed:
         raise PlannerError(run_identity.refusal(str(run.out), changed))
@@ -395,10 +399,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def read_plan(path: str | os.PathLike[str], **overrides: Any) -> Plan:
     """The checked plan at ``path``, the flags' ``overrides`` applied to its run settings."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise PlannerError(f"cannot read plan {path}: {exc.strerror}") from None
+    text = read_text(path, "plan")
     plan = Plan.from_json(text, where=str(path), **overrides)
     if not plan.job.is_training:
         raise PlannerError(f"{path} plans inference; training needs --mode full, lora, qlora or prompt-tuning")

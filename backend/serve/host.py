@@ -78,15 +78,18 @@ class AdapterHost:
         """``path`` resolved inside an adapter root, or a 403 that is the same whether it exists or not."""
         refusal = ApiError(403, "lora_path must name a folder inside one of the server's --adapter-root "
                                 "folders", param="lora_path", code="path_not_allowed")
-        given = Path(path).expanduser()
-        inside = []
-        for root in self.roots:  # a relative path is looked up in each root in turn
-            real = Path(os.path.realpath(given if given.is_absolute() else root / given))
-            if real == root or root in real.parents:
-                inside.append(real)
-        if not inside:
-            raise refusal
-        return next((p for p in inside if p.is_dir()), inside[0])
+        try:  # '~nobody/x' (RuntimeError), a NUL (ValueError), a name past NAME_MAX (OSError): refused alike
+            given = Path(path).expanduser()
+            inside = []
+            for root in self.roots:  # a relative path is looked up in each root in turn
+                real = Path(os.path.realpath(given if given.is_absolute() else root / given))
+                if real == root or root in real.parents:
+                    inside.append(real)
+            if not inside:
+                raise refusal
+            return next((p for p in inside if p.is_dir()), inside[0])
+        except (OSError, ValueError, RuntimeError):
+            raise refusal from None
 
     def _shown(self, directory: Path) -> str:
         """A directory as responses may show it: relative to its root, never absolute."""
