@@ -190,7 +190,22 @@ def make_trainer(run: Run, data: TrainingData, model, tokenizer):
     trainer = SFTTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
                          processing_class=tokenizer, callbacks=callbacks)
     trainer.add_callback(checkpoints.keep_trained_dtypes(trainer.model))  # QLoRA resume == uninterrupted
+    check_survivors(run, len(train_ds), len(trainer.train_dataset))
     return trainer
+
+
+def check_survivors(run: Run, given: int, kept: int) -> None:
+    """TRL truncates at --seq-len and drops examples with no trained token left (a prompt that fills
+    the length): refuse when none survive (else the Trainer dies on num_samples=0), note the dropped."""
+    seq_len = run.plan.job.seq_len
+    if kept == 0:
+        raise PlannerError(f"all {given} training records have no trained token within --seq-len {seq_len} (their "
+                           "prompt alone fills it, so TRL drops them): raise --seq-len or shorten the prompts")
+    if kept < given:
+        note = (f"{given - kept} of {given} training records dropped: their prompt fills --seq-len {seq_len}, "
+                "leaving no trained token (TRL's truncation)")
+        run.record.setdefault("notes", []).append(note)
+        print(f"note: {note}", file=sys.stderr)
 
 
 def fit(run: Run, trainer, resume: Path | None, *, has_eval: bool) -> None:
