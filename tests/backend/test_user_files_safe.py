@@ -203,3 +203,22 @@ def test_the_trainer_refuses_a_damaged_record_and_leaves_it(tmp_path, tiny_model
                           text=True, timeout=120, env=env)
     assert done.returncode != 0 and "cannot be matched to this run" in done.stderr, done.stderr[-800:]
     assert (out / "run.json").read_bytes() == b"\x00garbage"
+
+
+@pytest.mark.slow
+def test_no_record_left_after_truncation_is_refused_before_training(tmp_path, tiny_model):
+    """Every prompt fills --seq-len 32, so TRL would drop every example and the Trainer die on
+    num_samples=0: the training process refuses in one line before the first step."""
+    from tests.backend.conftest import make_plan
+
+    long_prompt = " ".join(["what is the capital of france ?"] * 12)  # > 32 tokens for the tiny tokenizer
+    data = write_jsonl(tmp_path / "d.jsonl", [{"prompt": long_prompt, "completion": " paris ."}] * 4)
+    out = tmp_path / "run"
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps(make_plan(tiny_model, "lora", data, out)))
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, "-m", "backend.train", "--plan", str(plan)], capture_output=True,
+                          text=True, timeout=300, env=env)
+    assert done.returncode != 0, done.stderr[-800:]
+    assert "all 4 training records have no trained token within --seq-len 32" in done.stderr, done.stderr[-800:]
+    assert "num_samples" not in done.stderr and "Traceback" not in done.stderr
