@@ -21,7 +21,7 @@ from typing import Any
 from planner.allocator import ALLOC_CONF_VAR, allocator_env
 from planner.errors import PlannerError
 from planner.plan import Machine, Plan, Strategy
-from planner.safe_io import check_output_target, mark_output
+from planner.safe_io import mark_output
 
 from . import lifeline, run_record, runlock
 from .data import count_tokens, load_training_data
@@ -88,9 +88,6 @@ def local_strategy(est: Any, gpu: dict[str, Any], force: bool) -> tuple[Machine,
                    per_gpu_bytes=f.per_gpu_bytes), [note]
 
 
-RUN_KIND = "training-run"  # the marker's word for a run folder (planner/safe_io.py)
-
-
 def check_writable(out: Path) -> None:
     """--output-dir must be (or become) a folder we can write: one line when it is a file or read-only."""
     if out.exists() and not out.is_dir():
@@ -110,8 +107,7 @@ def check_output_dir(out: Path, restart: bool = False) -> str | None:
     holder = runlock.busy(out)  # issue 13: another live run owns the folder
     if holder is not None:
         raise PlannerError(runlock.refusal(out, holder))
-    check_output_target(out, flag="--output-dir", kind=RUN_KIND,
-                        also_ours=(run_record.FILE, runlock.FILE, f"{runlock.FILE}.guard"))
+    run_record.check_folder(out, "--output-dir")
     try:
         previous = run_record.load(out)
     except run_record.DamagedRecord as exc:
@@ -180,7 +176,7 @@ def prepare(model_name: str, est: Any, opts: ExecuteOptions) -> LocalRun:
 def start(run: LocalRun, est: Any) -> LocalResult:
     """Write plan.json and train (one process, or accelerate over this machine's GPUs); wait for it."""
     run.out.mkdir(parents=True, exist_ok=True)
-    mark_output(run.out, RUN_KIND)
+    mark_output(run.out, run_record.KIND)
     run.plan_path.write_text(run.plan.to_json())
     if run.machine is not None:  # accelerate launch over this machine's GPUs (backend/distributed)
         from .distributed.launch import run_on_local_gpus

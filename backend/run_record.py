@@ -14,9 +14,16 @@ from pathlib import Path
 from typing import Any
 
 from planner.errors import PlannerError
-from planner.safe_io import read_json_object
+from planner.safe_io import check_output_target, read_json_object
 
 FILE = "run.json"
+KIND = "training-run"  # the output marker's word for a run folder (planner/safe_io.py)
+OURS = (FILE, "checkpoints", ".plan.lock", ".plan.lock.guard")  # a run folder from before the marker
+
+
+def check_folder(output_dir: Path, flag: str) -> Path:
+    """A run folder may only be new, empty or a run folder already (never the user's files or a model)."""
+    return check_output_target(output_dir, flag=flag, kind=KIND, also_ours=OURS)
 
 
 def now() -> str:

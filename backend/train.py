@@ -30,7 +30,7 @@ from backend import checkpoints, lifeline, run_identity, run_record, runlock  # 
 from backend.data import TrainingData, count_tokens, hf_datasets, preflight  # noqa: E402
 from backend.recipes import Recipe, recipe_for  # noqa: E402
 from planner.errors import PlannerError  # noqa: E402
-from planner.safe_io import read_text  # noqa: E402
+from planner.safe_io import mark_output, read_text  # noqa: E402
 from planner.plan import Plan, RunSettings  # noqa: E402
 
 OPTIM = {"adamw": "adamw_torch", "adamw-8bit": "adamw_bnb_8bit", "paged-adamw-8bit": "paged_adamw_8bit", "sgd": "sgd"}
@@ -60,9 +60,12 @@ def open_folder(plan: Plan) -> tuple[Path, bool]:
     """The output folder (made) and whether this process is rank 0, the one that writes; rank 0
     keeps the plan it ran beside the outputs."""
     out = Path(plan.training.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
     main_process = int(os.environ.get("RANK", "0")) == 0
+    if main_process:  # launched from --emit-config files too: the folder is checked here, not only by the CLI
+        run_record.check_folder(out, "the plan's training.output_dir")
+    out.mkdir(parents=True, exist_ok=True)
     if main_process:
+        mark_output(out, run_record.KIND)
         (out / "plan.json").write_text(plan.to_json())
     return out, main_process
 

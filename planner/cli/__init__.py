@@ -76,6 +76,11 @@ def _show_warning(message, category, filename, lineno, file=None, line=None, _de
         _default(message, category, filename, lineno, file, line)
 
 
+def _one_line(message: str) -> str:
+    """A newline in a user's value must not split the one error line: shown escaped, as repr does."""
+    return message.replace("\r", "\\r").replace("\n", "\\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point: run the app, translating user errors at this one boundary."""
     debug = bool(os.environ.get("PLAN_DEBUG"))
@@ -87,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     except user_errors() as exc:
         if debug:
             raise
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {_one_line(str(exc))}", file=sys.stderr)
         return 2
     except _click_types("Abort"):
         print("aborted", file=sys.stderr)
@@ -98,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if debug:
             raise
-        print(f"error: {exc.format_message()}", file=sys.stderr)  # type: ignore[attr-defined]
+        print(f"error: {_one_line(exc.format_message())}", file=sys.stderr)  # type: ignore[attr-defined]
         return getattr(exc, "exit_code", 2) or 2
     except _click_types("Exit") as exc:
         return getattr(exc, "exit_code", 0)
