@@ -188,8 +188,10 @@ def start(run: LocalRun, est: Any) -> LocalResult:
     record = run_record.read(run.out)
     message = None
     if code not in (0, 2):
-        message = (f"training stopped (exit {code}) at step {(record or {}).get('global_step')}; rerun the same "
-                   "command to resume from the last complete checkpoint")
+        reason = (record or {}).get("reason") if (record or {}).get("status") == "failed" else None
+        message = (f"training stopped (exit {code}) at step {(record or {}).get('global_step')}"
+                   + (f": {reason}" if reason else "") + "; rerun the same command to resume from the last "
+                   "complete checkpoint" + (" once that is fixed" if reason else ""))
     return LocalResult(code, record, message)
 
 

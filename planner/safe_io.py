@@ -138,6 +138,11 @@ def check_output_target(folder: str | os.PathLike[str], *, flag: str, kind: str 
     p = Path(folder).expanduser()
     if str(folder) in ("", "."):  # typer turns "" into "."; the current folder is the user's, not ours
         raise PlannerError(f"{flag} names the current folder: pass a new folder's name, e.g. {flag} out/")
+    try:
+        str(p.resolve()).encode("utf-8")
+    except UnicodeEncodeError:  # bytes from argv that are not UTF-8: plan.json and launch.sh hold the path as text
+        raise PlannerError(f"{flag} {ascii(str(folder))} is not a UTF-8 path; plan.json and launch scripts hold "
+                           "it as text: pick a UTF-8 folder name") from None
     if not p.exists():
         return p
     if not p.is_dir():

@@ -79,3 +79,8 @@ def test_flags_that_are_used_still_work(tmp_path):
     code, _ = run_main([MODEL, "--mode", "lora", "--emit-config", str(tmp_path / "l"), "--max-steps", "5",
                         "--experiment", "e", "--output-dir", str(tmp_path / "o")])
     assert code == 0
+
+
+def test_serve_adapter_root_without_runtime_loading_is_refused(tmp_path):
+    code, err = run_main(["serve", str(tmp_path), "--adapter-root", str(tmp_path)])
+    assert code == 2 and "--adapter-root does nothing here" in err and "--allow-runtime-adapters" in err

@@ -153,3 +153,13 @@ def test_a_5000_digit_integer_in_a_record_is_one_line(tmp_path, name, text):
     (tmp_path / name).write_text(text)
     with pytest.raises(PlannerError, match="a number too large to read"):
         preflight(tmp_path / name)
+
+
+@pytest.mark.parametrize("args", [[b"\xff", b"--mode", b"lora"], [b"llama3-8b", b"--mode", b"lora", b"--emit-config", b"\xfe"]])
+def test_non_utf8_arguments_are_one_line(tmp_path, args):
+    """argv bytes that are not UTF-8 reach Python as surrogates: shown, refused, never a traceback."""
+    done = subprocess.run([sys.executable.encode(), b"-m", b"planner", *args], capture_output=True, timeout=120,
+                          cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    err = done.stderr.decode("utf-8", "replace")
+    assert done.returncode == 2 and "Traceback" not in err and err.strip().splitlines()[-1].startswith("error: "), err
+    assert list(tmp_path.iterdir()) == []

@@ -168,7 +168,14 @@ class AdapterHost:
         if not getattr(self.tokenizer, "chat_template", None):
             raise ApiError(400, f"the tokenizer of {self.base_name} has no chat template; "
                                 "use /v1/completions with a plain prompt")
-        text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        try:
+            text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        except Exception as exc:  # jinja2's TemplateError from raise_exception(): "roles must alternate", ...
+            if type(exc).__module__.split(".")[0] != "jinja2":
+                raise
+            raise ApiError(400, f"the chat template of {self.base_name} refused these messages: "
+                                f"{str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__}",
+                           param="messages") from None
         return self.prompt_ids(text, add_special_tokens=False, param="messages")
 
     def prompt_ids(self, text: str, *, add_special_tokens: bool = True, param: str = "prompt") -> list[int]:

@@ -132,8 +132,12 @@ def _survivable_streams() -> str | None:
     its ASCII spelling (_ASCII, else '?') (rich already draws ASCII boxes there), and a closed stdout is one error line."""
     for stream in (sys.stdout, sys.stderr):
         encoding = (getattr(stream, "encoding", None) or "").lower().replace("-", "")
-        if stream is not None and hasattr(stream, "reconfigure") and not encoding.startswith("utf"):
+        if stream is None or not hasattr(stream, "reconfigure"):
+            continue
+        if not encoding.startswith("utf"):
             stream.reconfigure(errors="plan-ascii")
+        elif stream.errors == "strict":  # a non-UTF-8 file name from argv prints as the bytes it was
+            stream.reconfigure(errors="surrogateescape")
     if sys.stdout is None:
         return "stdout is closed, so the results have nowhere to go; run with stdout open (e.g. > FILE)"
     return None

@@ -127,3 +127,18 @@ def test_a_client_that_disconnects_cancels_its_rows(served):
         host.decode = original
     status, out = call(running.url, "POST", "/v1/completions", {"model": "tiny", "prompt": "a", "max_tokens": 2})
     assert status == 200 and out["choices"][0]["finish_reason"] in ("length", "stop")
+
+
+def test_a_template_that_refuses_the_messages_is_a_400(served):
+    """Chat templates raise on messages they do not accept (Llama 2's "roles must alternate"): the
+    client sent them, so it is a 400 naming the template's reason, not a 500."""
+    running, host, _ = served
+    before = getattr(host.tokenizer, "chat_template", None)
+    host.tokenizer.chat_template = ("{% if messages[0]['role'] == 'assistant' %}{{ raise_exception("
+                                    "'Conversation roles must alternate user/assistant') }}{% endif %}x")
+    try:
+        status, body = call(running.url, "POST", "/v1/chat/completions",
+                            {"model": "tiny", "messages": [{"role": "assistant", "content": "hi"}]})
+    finally:
+        host.tokenizer.chat_template = before
+    assert status == 400 and "roles must alternate" in body["error"]["message"], body
