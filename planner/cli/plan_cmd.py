@@ -73,9 +73,10 @@ def plan(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object to stdout."),
 ) -> None:
     """Estimate GPU memory for MODEL and MODE, find the cheapest machine, optionally run it."""
-    from .validate import check_flags, context_note, plan_conflicts  # issue 13: numbers and combinations
+    from .validate import check_flags, context_note, ignored_flags, plan_conflicts  # issues 13, 19
     check_flags(ctx)
     plan_conflicts(ctx)
+    ignored_flags(ctx)
     job = Job(mode=mode, precision=precision, seq_len=seq_len, batch_size=batch_size,
               gradient_checkpointing=gradient_checkpointing, lora_r=lora_r, lora_alpha=lora_alpha,
               lora_dropout=lora_dropout, lora_targets=lora_targets, num_virtual_tokens=num_virtual_tokens,
