@@ -99,3 +99,31 @@ def vllm_command_for(model: str, job: Job, tensor_parallel_size: int = 1) -> Vll
     return vllm_serve_command(model, job.adapters, max_lora_rank=job.max_lora_rank or job.lora_r,
                               precision=job.precision or "bf16", max_model_len=job.seq_len,
                               tensor_parallel_size=tensor_parallel_size)
+
+
+def vllm_serving_command(model: str, mem: Any, *, port: int = 8000, quantization_flag: str | None = None,
+                         enforce_eager: bool = False) -> VllmCommand:
+    """``vllm serve MODEL`` with the settings a serving plan chose (``mem``: a
+    planner.serving.vllm_memory.EngineMemory). Every value is written out, defaults included, so the
+    command reproduces the planned layout even where vLLM's defaults differ by GPU or release.
+    ``--quantization`` is written only when the user asked for it: vLLM reads a checkpoint's own
+    ``quantization_config``."""
+    argv = ["vllm", "serve", model, "--dtype", VLLM_DTYPE[mem.dtype],
+            "--tensor-parallel-size", str(mem.tensor_parallel_size)]
+    if mem.pipeline_parallel_size > 1:
+        argv += ["--pipeline-parallel-size", str(mem.pipeline_parallel_size)]
+    argv += ["--gpu-memory-utilization", f"{mem.gpu_memory_utilization:g}", "--max-model-len", str(mem.max_model_len),
+             "--max-num-seqs", str(mem.max_num_seqs), "--max-num-batched-tokens", str(mem.max_num_batched_tokens)]
+    if mem.kv_cache_dtype != "auto":
+        argv += ["--kv-cache-dtype", mem.kv_cache_dtype]
+    if quantization_flag:
+        argv += ["--quantization", quantization_flag]
+    if enforce_eager:
+        argv.append("--enforce-eager")
+    argv += ["--port", str(port)]
+    notes = [f"planned for vLLM {mem.engine_version}; 'GPU KV cache size' should read about "
+             f"{mem.kv_cache_tokens:,} tokens at startup"]
+    if quantization_flag in ("awq", "gptq", "mxfp4", "nvfp4"):
+        notes.append(f"--quantization {quantization_flag} needs a checkpoint quantized in that format "
+                     "(replace MODEL with its Hub id)")
+    return VllmCommand(argv=tuple(argv), notes=tuple(notes))

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from planner.errors import PlannerError
+from planner.hardware import Gpu, load_gpus
 from planner.safe_io import regular_file
 
 DATA_DIR = Path(__file__).parent / "data"
@@ -75,20 +76,8 @@ class Price:
                 "note": self.note}
 
 
-@dataclass(frozen=True)
-class GpuSpec:
-    """Dense tensor throughput of one GPU model (for job time); None when no source gives it."""
-
-    gpu_model: str
-    bf16_dense_tflops: float | None
-    fp16_dense_tflops: float | None
-    bf16_supported: bool
-    mem_bandwidth_gb_s: float | None
-    estimated: bool
-    source: str
-    as_of: str
-    note: str = ""
-    generation: str = ""  # turing | volta | ampere | ada | hopper | blackwell: keys the fitted utilization
+# One GPU table for the whole project (planner/data/gpus.csv, planner.hardware): pricing reads it there.
+GpuSpec = Gpu
 
 
 @dataclass(frozen=True)
@@ -300,21 +289,6 @@ def _load_instances(path: Path) -> tuple[InstanceType, ...]:
     return tuple(out)
 
 
-def _load_gpus(path: Path) -> tuple[GpuSpec, ...]:
-    cols = ("gpu_model", "bf16_dense_tflops", "fp16_dense_tflops", "bf16_supported", "mem_bandwidth_gb_s",
-            "estimated", "source", "as_of")
-    out = []
-    for line, r in _rows(path, cols):
-        _need(path, line, r, "gpu_model", "source", "as_of")
-        out.append(GpuSpec(gpu_model=r["gpu_model"], bf16_dense_tflops=_num(path, line, r, "bf16_dense_tflops"),
-                           fp16_dense_tflops=_num(path, line, r, "fp16_dense_tflops"),
-                           bf16_supported=r["bf16_supported"] == "yes",
-                           mem_bandwidth_gb_s=_num(path, line, r, "mem_bandwidth_gb_s"),
-                           estimated=r["estimated"] == "yes", source=r["source"], as_of=r["as_of"],
-                           note=r.get("note") or "", generation=r.get("generation") or ""))
-    return tuple(out)
-
-
 def _load_local(path: Path) -> tuple[LocalGpu, ...]:
     out = []
     for line, r in _rows(path, ("name", "aliases", "memory_mib", "spec", "source", "as_of")):
@@ -406,7 +380,7 @@ def load_catalog(data_dir: Path | None = None, user_dir: Path | None | bool = No
             if derived is not None:
                 prices[spot_key] = derived
     return Catalog(instances=_load_instances(data_dir / "instances.csv"), prices=tuple(prices.values()),
-                   gpus=_load_gpus(data_dir / "gpus.csv"), local_gpus=_load_local(data_dir / "local_gpus.csv"),
+                   gpus=load_gpus(), local_gpus=_load_local(data_dir / "local_gpus.csv"),
                    regions=_load_regions(data_dir / "aws_regions.csv"), user_file=user_file, spot_zones=zones)
 
 

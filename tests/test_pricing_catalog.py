@@ -19,7 +19,7 @@ def catalog():
     return load_catalog(user_dir=False)
 
 
-@pytest.mark.parametrize("name", ["instances.csv", "prices.csv", "gpus.csv", "local_gpus.csv", "aws_regions.csv",
+@pytest.mark.parametrize("name", ["instances.csv", "prices.csv", "../../planner/data/gpus.csv", "local_gpus.csv", "aws_regions.csv",
                                   "prices_regions.csv", "spot_zones.csv"])
 def test_every_row_has_source_and_as_of(name):
     rows = list(csv.DictReader(open(DATA_DIR / name)))

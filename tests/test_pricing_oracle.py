@@ -19,13 +19,14 @@ from planner import estimate
 from pricing import load_catalog, plan_costs
 
 DATA = Path(__file__).resolve().parents[1] / "pricing" / "data"
+PLANNER_DATA = Path(__file__).resolve().parents[1] / "planner" / "data"
 GIB = 1024**3
 PER_PARAM = ("weights", "trainable", "gradients", "optimizer")
 REGION = "us-east-1"
 
 
 def rows(name):
-    with open(DATA / name, newline="") as fh:
+    with open((PLANNER_DATA if name == "gpus.csv" else DATA) / name, newline="") as fh:
         return list(csv.DictReader(fh))
 
 

@@ -14,11 +14,13 @@ import typer
 
 from . import DEFAULT_COMMAND, app
 from .output import console, warn
+from .serving_flags import ServingFlags, with_serving_flags
 from ..estimate import estimate
 from ..job import Job
 
 
 @app.command(DEFAULT_COMMAND, hidden=True, no_args_is_help=True)
+@with_serving_flags  # issue 21: --engine vllm and vLLM's own flags (planner/cli/serving_flags.py)
 def plan(
     ctx: typer.Context,
     model: str = typer.Argument(..., help="Alias (llama3-70b), Hugging Face id, config.json or model directory."),
@@ -71,10 +73,16 @@ def plan(
     wait: bool = typer.Option(False, "--wait", help="SageMaker: wait for the job to finish."),
     emit_config: Optional[Path] = typer.Option(None, "--emit-config", help="Write the multi-GPU launch configuration here."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object to stdout."),
+    serving: ServingFlags = ServingFlags(),
 ) -> None:
     """Estimate GPU memory for MODEL and MODE, find the cheapest machine, optionally run it."""
     from .validate import check_flags, context_note, ignored_flags, plan_conflicts  # issues 13, 19
     check_flags(ctx)
+    if serving.engine != "transformers" or serving.given():
+        from .serving_request import run_serving
+        return run_serving(ctx, model, serving, mode=mode, precision=precision, gpu=gpu, platform=platform,
+                           region=region, spot=spot, max_gpus=max_gpus, no_pricing=no_pricing, as_json=as_json,
+                           currency=currency, usd_rate=usd_rate)
     plan_conflicts(ctx)
     ignored_flags(ctx)
     job = Job(mode=mode, precision=precision, seq_len=seq_len, batch_size=batch_size,

@@ -1,0 +1,110 @@
+"""The GPU table (planner.hardware) and the roofline core (planner.perf): exact FLOPs/bytes, hand-computed
+roofline times, memory-bound decode bounded by the weights' read time, and a light import."""
+import csv
+import subprocess
+import sys
+
+import pytest
+
+from planner import hardware, perf
+from planner.perf.roofline import efficiency
+
+DIMS = perf.ModelDims(hidden=4096, layers=32, heads=32, kv_heads=8, head_dim=128, intermediate=14336, vocab=128256)
+
+
+def test_every_gpu_and_link_row_has_source_and_date():
+    for name in ("gpus.csv", "links.csv", "efficiency.csv"):
+        rows = list(csv.DictReader(open(hardware.DATA_DIR / name)))
+        assert rows
+        assert all(r["source"].strip() for r in rows), name
+    for g in hardware.load_gpus():
+        assert g.as_of and g.generation in ("turing", "volta", "ampere", "ada", "hopper", "blackwell"), g
+
+
+def test_gpu_facts_and_precisions():
+    h100 = hardware.gpu("H100")
+    assert (h100.tflops("bf16"), h100.tflops("fp8"), h100.mem_bandwidth_gb_s, h100.memory_mib) == (989, 1979, 3350, 81559)
+    assert hardware.gpu("T4").tflops("bf16") == 65  # no bf16 on Turing: the fp16 rate
+    assert hardware.gpu("B200").tflops("fp4") == 9000
+    assert hardware.gpu("RTX A5000").memory_mib == 24564 and hardware.gpu("RTX A5000").tflops("bf16") is None
+    assert hardware.gpu("RTX 6000 Ada").mem_bandwidth_gb_s == 960
+
+
+def test_pricing_reads_the_planner_table():
+    from pricing.catalog import load_catalog
+    cat = load_catalog(user_dir=False)
+    assert cat.gpu("H100") is hardware.gpu("H100")
+    assert {g.gpu_model for g in cat.gpus} == {g.gpu_model for g in hardware.load_gpus()}
+
+
+@pytest.mark.parametrize("text,n,machines,card,link", [
+    ("", 8, 1, "H100", "nvswitch"), ("", 8, 1, "A100-80GB", "nvswitch"), ("", 4, 1, "L40S", "pcie"),
+    ("", 1, 1, "H100", "none"), ("NVSwitch+3200Gbps EFA", 8, 2, "H100", "efa"), ("PCIe", 4, 1, "A10G", "pcie"),
+    ("NVLink", 8, 1, "V100", "nvlink"), ("", 8, 1, "V100", "nvlink")])
+def test_link_for(text, n, machines, card, link):
+    assert hardware.link_for(text, n, machines, hardware.gpu(card)) == link
+
+
+def test_link_bandwidth():
+    bw, _ = hardware.link_bandwidth("nvswitch", hardware.gpu("H100"))
+    assert bw == pytest.approx(900 / 2 * 0.8)
+    bw, _ = hardware.link_bandwidth("efa", hardware.gpu("H100"), "NVSwitch+3200Gbps EFA", 8)
+    assert bw == pytest.approx(3200 / 8 / 8 * 0.7)
+
+
+def test_linear_and_attention_counts():
+    op = perf.linear("x", 10, 20, 30)
+    assert op.flops == 2 * 10 * 20 * 30 and op.bytes == 20 * 30 * 2 + 10 * 50 * 2 and op.m == 10
+    assert perf.attention_pairs(4, 4) == 4 + 3 + 2 + 1
+    assert perf.attention_pairs(1, 100) == 100  # decode: one query sees every key
+    assert perf.attention_pairs(3, 10) == 10 + 9 + 8
+    assert perf.attention_pairs(100, 100, window=10) == 100 * 10
+    a = perf.attention("a", 2, 8, 8, 4, 2, 16, kernel="flash")
+    assert a.flops == 4 * 2 * 4 * 16 * 36
+    m = perf.attention("a", 2, 8, 8, 4, 2, 16, kernel="math")
+    assert m.flops == 4 * 2 * 4 * 16 * 64 and m.bytes > a.bytes
+    assert perf.attention("a", 2, 8, 8, 4, 2, 16, backward=True).flops == pytest.approx(a.flops * 2.5)
+
+
+def test_roofline_by_hand():
+    h100 = hardware.gpu("H100")
+    row = efficiency("hopper", "gemm")
+    t = perf.linear_time(h100, 8192, 8192, 8192)
+    fill = 8192 / (8192 + row.m_half)
+    assert t == pytest.approx(2 * 8192**3 / (989e12 * row.compute * fill))
+    # a GEMV over one token is memory-bound: the weights' read time
+    w = perf.linear_time(h100, 1, 8192, 8192)
+    assert w == pytest.approx(max((8192 * 8192 * 2 + 2 * 8192 * 2) / (3350e9 * row.memory), row.launch_us * 1e-6))
+
+
+def test_decode_is_bounded_by_reading_the_weights():
+    weights = 8.03e9 * 2
+    for name in ("H100", "A100-80GB", "L40S", "RTX 4090"):
+        g = hardware.gpu(name)
+        t = perf.step_time(perf.decode_ops(DIMS, 1, 1024), g).seconds
+        floor = weights / (g.mem_bandwidth_gb_s * 1e9)
+        assert floor < t < 2 * floor, name
+    # a bigger batch never makes a decode step faster, and attention grows with the context
+    g = hardware.gpu("H100")
+    times = [perf.step_time(perf.decode_ops(DIMS, b, 2048), g).seconds for b in (1, 4, 16, 64, 256)]
+    assert times == sorted(times)
+    assert perf.step_time(perf.decode_ops(DIMS, 32, 8192), g).by_kind["attention"] > \
+        perf.step_time(perf.decode_ops(DIMS, 32, 1024), g).by_kind["attention"]
+
+
+def test_prefill_flops_match_2n_per_token_plus_attention():
+    ops = perf.prefill_ops(DIMS, 1, 2048)
+    st = perf.step_time(ops, hardware.gpu("H100"))
+    layer_params = 4096 * (4096 + 2 * 1024 + 4096) + 3 * 4096 * 14336
+    linear = 2 * 2048 * layer_params * 32 + 2 * 1 * 4096 * 128256
+    attn = 4 * 32 * 128 * (2048 * 2049 / 2) * 32
+    gemm_attn = sum(o.flops for o in ops if o.kind in ("gemm", "attention"))
+    assert gemm_attn == pytest.approx(linear + attn)
+    assert st.flops / st.seconds < 989e12
+
+
+def test_perf_core_imports_nothing_heavy():
+    code = ("import sys, planner.perf, planner.hardware; "
+            "bad = [m for m in ('torch', 'transformers', 'numpy', 'pricing') if m in sys.modules]; print(bad)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
