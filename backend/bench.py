@@ -1,0 +1,361 @@
+"""``plan bench``: drive a live OpenAI-compatible endpoint at set concurrencies and measure it.
+
+The load generator is the official ``openai`` async client with a small closed-loop driver (why not
+guidellm, aiperf or ``vllm bench serve``: docs/decisions.md, issue 21). The metrics are defined as
+vLLM's own benchmark defines them (vllm/benchmarks/lib/endpoint_request_func.py and
+vllm/benchmarks/serve.py ``calculate_metrics``, vLLM 0.19.0), so a figure here reads like a
+``vllm bench serve`` figure:
+
+- TTFT: request sent -> first streamed chunk that carries a token;
+- ITL: the gap between consecutive token chunks (pooled over all requests);
+- TPOT: per request, (E2E - TTFT) / (output tokens - 1);
+- E2E: request sent -> the last token chunk;
+- output tokens: the server's own ``usage.completion_tokens`` (``stream_options.include_usage``);
+- output tokens/s and requests/s: totals over the level's wall time (first send -> last answer).
+
+Each concurrency level is a closed loop: ``concurrency`` workers send requests back to back until
+``num_prompts`` are done or ``max_seconds`` pass; then unfinished requests are cancelled (counted,
+not measured). Everything is bounded, so a run always stops by itself.
+"""
+from __future__ import annotations
+
+import asyncio
+import random
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from planner.errors import PlannerError
+
+# Bounds of this tool (docs/decisions.md, issue 21): a typo must not start an hour-long load test.
+MAX_CONCURRENCY = 4096
+MAX_PROMPTS = 100_000        # per level
+MAX_SECONDS = 3600.0         # per level
+MAX_TOKENS = 2**20
+# Prompt text: common English words that are one token each in the usual BPE vocabularies and in
+# the tests' word-level tokenizer. Each request draws its own sequence, so no two prompts share a
+# prefix (vLLM's prefix cache would otherwise make TTFT look better than a real workload's).
+WORDS = ("the", "a", "is", "are", "was", "of", "to", "in", "on", "and", "or", "what", "who", "where", "which",
+         "how", "why", "when", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
+         "cat", "dog", "bird", "fish", "sky", "sea", "sun", "moon", "fire", "blue", "green", "red", "white",
+         "black", "yes", "no", "good", "bad", "it", "this", "that", "you", "we", "they", "he", "she", "my",
+         "your", "our", "name", "word", "words", "number", "hello", "please", "thanks", "model", "data", "test")
+PROBE_WORDS = (16, 32)       # two probe prompts: tokens per word and the fixed overhead (BOS, ...)
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    """What to measure. ``base_url`` is the server root or its ``/v1``; ``model`` None: the first served."""
+
+    base_url: str
+    concurrencies: tuple[int, ...]
+    input_tokens: int
+    output_tokens: int
+    num_prompts: int | None = None     # per level; None: max(10, 4 x concurrency)
+    max_seconds: float = 300.0         # per level
+    request_timeout_s: float = 300.0
+    model: str | None = None
+    ignore_eos: bool = False           # vLLM's extension: every request runs to output_tokens
+    api_key: str | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.base_url.startswith(("http://", "https://")):
+            raise PlannerError(f"--url must start with http:// or https://, got '{self.base_url}'")
+        if not self.concurrencies:
+            raise PlannerError("--concurrency needs at least one level, e.g. 1,4,16")
+        for c in self.concurrencies:
+            if not 1 <= c <= MAX_CONCURRENCY:
+                raise PlannerError(f"--concurrency must be from 1 to {MAX_CONCURRENCY:,} (a bound of this tool), got {c}")
+        if len(set(self.concurrencies)) != len(self.concurrencies):
+            raise PlannerError(f"--concurrency lists a level twice: {','.join(map(str, self.concurrencies))}")
+        for flag, v in (("--input-tokens", self.input_tokens), ("--output-tokens", self.output_tokens)):
+            if not 1 <= v <= MAX_TOKENS:
+                raise PlannerError(f"{flag} must be from 1 to {MAX_TOKENS:,}, got {v}")
+        if self.num_prompts is not None and not 1 <= self.num_prompts <= MAX_PROMPTS:
+            raise PlannerError(f"--num-prompts must be from 1 to {MAX_PROMPTS:,} (a bound of this tool), "
+                               f"got {self.num_prompts}")
+        for flag, s in (("--max-seconds", self.max_seconds), ("--request-timeout", self.request_timeout_s)):
+            if not 0 < s <= MAX_SECONDS:  # also refuses nan
+                raise PlannerError(f"{flag} must be above 0 and at most {MAX_SECONDS:g} s, got {s}")
+
+    @property
+    def v1_url(self) -> str:
+        url = self.base_url.rstrip("/")
+        return url if url.endswith("/v1") else url + "/v1"
+
+    def prompts_at(self, concurrency: int) -> int:
+        return self.num_prompts if self.num_prompts is not None else max(10, 4 * concurrency)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("api_key")  # never written to a report or a calibration file
+        d["concurrencies"] = list(self.concurrencies)
+        return d
+
+
+@dataclass(frozen=True)
+class Percentiles:
+    """Median, p90, p99 (linear interpolation, numpy's default and vLLM's) and the mean of a sample."""
+
+    median: float
+    p90: float
+    p99: float
+    mean: float
+
+    @classmethod
+    def of(cls, values: list[float]) -> "Percentiles | None":
+        if not values:
+            return None
+        return cls(median=percentile(values, 50), p90=percentile(values, 90), p99=percentile(values, 99),
+                   mean=statistics.fmean(values))
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The q-th percentile by linear interpolation between closest ranks (numpy.percentile's 'linear')."""
+    xs = sorted(values)
+    pos = (len(xs) - 1) * q / 100
+    lo = int(pos)
+    hi = min(lo + 1, len(xs) - 1)
+    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+
+
+@dataclass(frozen=True)
+class RequestRecord:
+    """One request as the client saw it. Times in seconds from its send; None when it failed."""
+
+    ok: bool
+    error: str | None = None
+    ttft_s: float | None = None
+    e2e_s: float | None = None
+    itl_s: tuple[float, ...] = ()
+    prompt_tokens: int | None = None       # the server's usage
+    output_tokens: int | None = None       # the server's usage
+    token_chunks: int = 0                  # streamed chunks that carried a token (counted here)
+
+    @property
+    def tpot_s(self) -> float | None:
+        if not self.ok or not self.output_tokens or self.output_tokens < 2:
+            return None
+        return (self.e2e_s - self.ttft_s) / (self.output_tokens - 1)
+
+
+@dataclass(frozen=True)
+class LevelResult:
+    """The figures at one concurrency. Latencies in ms; throughputs over the level's wall time."""
+
+    concurrency: int
+    requests_sent: int
+    requests_ok: int
+    requests_failed: int
+    requests_cancelled: int
+    duration_s: float
+    input_tokens_mean: float | None
+    output_tokens_total: int
+    output_tokens_per_second: float
+    requests_per_second: float
+    ttft_ms: Percentiles | None
+    itl_ms: Percentiles | None
+    tpot_ms: Percentiles | None
+    e2e_ms: Percentiles | None
+    request_output_tokens_per_second: Percentiles | None   # each request's output tokens / its E2E
+    errors: tuple[str, ...] = ()                           # the distinct failure messages (first few)
+    records: tuple[RequestRecord, ...] = field(default=(), repr=False, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {k: getattr(self, k) for k in ("concurrency", "requests_sent", "requests_ok", "requests_failed",
+                                           "requests_cancelled", "duration_s", "input_tokens_mean",
+                                           "output_tokens_total", "output_tokens_per_second", "requests_per_second")}
+        for k in ("ttft_ms", "itl_ms", "tpot_ms", "e2e_ms", "request_output_tokens_per_second"):
+            v = getattr(self, k)
+            d[k] = v.to_dict() if v is not None else None
+        d["errors"] = list(self.errors)
+        return d
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    """A whole run: what was asked, which model answered, one ``LevelResult`` per concurrency."""
+
+    settings: BenchSettings
+    model: str
+    words_per_prompt: int
+    levels: tuple[LevelResult, ...]
+    started_at: str                 # ISO 8601, UTC
+    load_generator: str             # the client library and version that sent the requests
+
+    def level(self, concurrency: int) -> LevelResult | None:
+        return next((lv for lv in self.levels if lv.concurrency == concurrency), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "settings": self.settings.to_dict(), "words_per_prompt": self.words_per_prompt,
+                "started_at": self.started_at, "load_generator": self.load_generator,
+                "levels": [lv.to_dict() for lv in self.levels]}
+
+
+def summarize(concurrency: int, records: list[RequestRecord], cancelled: int, duration_s: float) -> LevelResult:
+    """The level's figures from its requests (pure: tests feed it records)."""
+    ok = [r for r in records if r.ok]
+    out_total = sum(r.output_tokens or 0 for r in ok)
+    errors = tuple(dict.fromkeys(r.error for r in records if not r.ok and r.error))[:5]
+    prompt = [r.prompt_tokens for r in ok if r.prompt_tokens is not None]
+
+    def dist(values: list[float | None], scale: float = 1000.0) -> Percentiles | None:
+        return Percentiles.of([v * scale for v in values if v is not None])
+
+    return LevelResult(
+        concurrency=concurrency, requests_sent=len(records) + cancelled, requests_ok=len(ok),
+        requests_failed=len(records) - len(ok), requests_cancelled=cancelled, duration_s=duration_s,
+        input_tokens_mean=statistics.fmean(prompt) if prompt else None, output_tokens_total=out_total,
+        output_tokens_per_second=out_total / duration_s if duration_s > 0 else 0.0,
+        requests_per_second=len(ok) / duration_s if duration_s > 0 else 0.0,
+        ttft_ms=dist([r.ttft_s for r in ok]), itl_ms=dist([g for r in ok for g in r.itl_s]),
+        tpot_ms=dist([r.tpot_s for r in ok]), e2e_ms=dist([r.e2e_s for r in ok]),
+        request_output_tokens_per_second=dist([r.output_tokens / r.e2e_s for r in ok if r.output_tokens and r.e2e_s],
+                                              scale=1.0),
+        errors=errors, records=tuple(records))
+
+
+def prompt_text(words: int, index: int, seed: int) -> str:
+    """Request ``index``'s prompt: ``words`` words drawn by its own seeded generator."""
+    rng = random.Random(seed * 1_000_003 + index)
+    return " ".join(rng.choice(WORDS) for _ in range(words))
+
+
+def words_for(input_tokens: int, probes: list[tuple[int, int]]) -> int:
+    """Words giving ``input_tokens`` prompt tokens, from (words, tokens) of two probe prompts (linear fit)."""
+    (w1, t1), (w2, t2) = probes
+    per_word = (t2 - t1) / (w2 - w1)
+    if per_word <= 0:
+        raise PlannerError(f"the server counted {t1} prompt tokens for {w1} words and {t2} for {w2}: "
+                           "cannot size prompts from that")
+    overhead = t1 - per_word * w1
+    return max(1, round((input_tokens - overhead) / per_word))
+
+
+class _Driver:
+    """Sends the streamed completions with one ``AsyncOpenAI`` client (its connection pool)."""
+
+    def __init__(self, settings: BenchSettings) -> None:
+        import openai
+
+        self.s = settings
+        self.openai = openai
+        self.client = openai.AsyncOpenAI(base_url=settings.v1_url, api_key=settings.api_key or "unused",
+                                         max_retries=0, timeout=settings.request_timeout_s)
+        self.extra = {"ignore_eos": True} if settings.ignore_eos else None
+
+    async def model(self) -> str:
+        if self.s.model:
+            return self.s.model
+        try:
+            page = await self.client.models.list()
+        except self.openai.OpenAIError as exc:
+            raise PlannerError(f"cannot list the models at {self.s.v1_url}/models: {_describe(exc)}") from None
+        if not page.data:
+            raise PlannerError(f"{self.s.v1_url}/models lists no model; name one with --model")
+        return page.data[0].id
+
+    async def one(self, model: str, prompt: str, max_tokens: int) -> RequestRecord:
+        start = time.perf_counter()
+        ttft = last = None
+        itl: list[float] = []
+        chunks, usage = 0, None
+        try:
+            stream = await self.client.completions.create(
+                model=model, prompt=prompt, max_tokens=max_tokens, stream=True,
+                stream_options={"include_usage": True}, extra_body=self.extra)
+            async for chunk in stream:
+                now = time.perf_counter() - start
+                if chunk.usage is not None:
+                    usage = chunk.usage
+                if not chunk.choices:
+                    continue
+                choice = chunk.choices[0]
+                carries_token = bool(choice.text) or choice.finish_reason is None
+                if not carries_token and ttft is not None:
+                    continue  # a finish-only chunk after the tokens (plan serve sends one) is no token
+                chunks += carries_token  # (a finish-only first chunk: EOS came first; it still timed TTFT)
+                if ttft is None:
+                    ttft = now
+                else:
+                    itl.append(now - last)
+                last = now
+        except self.openai.OpenAIError as exc:
+            return RequestRecord(ok=False, error=_describe(exc))
+        if ttft is None:
+            return RequestRecord(ok=False, error="the stream ended before any choice", token_chunks=chunks)
+        if usage is None:
+            return RequestRecord(ok=False, error="the stream carried no usage (stream_options.include_usage)",
+                                 token_chunks=chunks)
+        return RequestRecord(ok=True, ttft_s=ttft, e2e_s=last, itl_s=tuple(itl), prompt_tokens=usage.prompt_tokens,
+                             output_tokens=usage.completion_tokens, token_chunks=chunks)
+
+    async def probe(self, model: str) -> list[tuple[int, int]]:
+        """Two short requests that size the prompts (and warm the server); a refusal stops the run here."""
+        out = []
+        for words in PROBE_WORDS:
+            rec = await self.one(model, prompt_text(words, -1 - words, self.s.seed), 1)
+            if not rec.ok:
+                raise PlannerError(f"the first request to {self.s.v1_url} failed: {rec.error}")
+            out.append((words, rec.prompt_tokens))
+        return out
+
+    async def level(self, model: str, concurrency: int, words: int) -> LevelResult:
+        todo = iter(range(self.s.prompts_at(concurrency)))
+        records: list[RequestRecord] = []
+        in_flight = [0]
+
+        async def worker() -> None:
+            for i in todo:
+                in_flight[0] += 1
+                rec = await self.one(model, prompt_text(words, i, self.s.seed), self.s.output_tokens)
+                in_flight[0] -= 1
+                records.append(rec)
+
+        start = time.perf_counter()
+        tasks = [asyncio.create_task(worker()) for _ in range(concurrency)]
+        _, pending = await asyncio.wait(tasks, timeout=self.s.max_seconds)
+        cancelled = in_flight[0]
+        for t in pending:
+            t.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        return summarize(concurrency, records, cancelled, time.perf_counter() - start)
+
+    async def run(self) -> tuple[str, int, list[LevelResult]]:
+        try:
+            model = await self.model()
+            words = words_for(self.s.input_tokens, await self.probe(model))
+            return model, words, [await self.level(model, c, words) for c in self.s.concurrencies]
+        finally:
+            await self.client.close()
+
+
+def _describe(exc: Exception) -> str:
+    """An openai error as one line: the status and the server's own message, or the connection failure."""
+    status = getattr(exc, "status_code", None)
+    body = getattr(exc, "body", None)
+    message = body.get("message") if isinstance(body, dict) else None
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        message = body["error"].get("message")
+    text = message or str(exc) or type(exc).__name__
+    cause = exc.__cause__
+    if status is None and cause is not None:
+        text = f"{text} ({type(cause).__name__}: {cause})" if str(cause) else text
+    return (f"HTTP {status}: {text}" if status else text).replace("\n", " ")
+
+
+def run_bench(settings: BenchSettings) -> BenchResult:
+    """Measure every level of ``settings`` against the live endpoint; PlannerError when it cannot start."""
+    import datetime
+
+    import openai
+
+    started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    model, words, levels = asyncio.run(_Driver(settings).run())
+    return BenchResult(settings=settings, model=model, words_per_prompt=words, levels=tuple(levels),
+                       started_at=started, load_generator=f"openai-python {openai.__version__} (plan bench driver)")
