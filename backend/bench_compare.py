@@ -3,7 +3,7 @@
 The prediction is the JSON of ``plan MODEL --mode inference --engine vllm ... --json``; its
 ``serving.performance`` block names the figures (issue 21's interface): ``concurrency``,
 ``output_tokens_per_second``, ``requests_per_second``, ``ttft_ms``, ``ttft_p99_ms``, ``itl_ms``,
-``e2e_ms``. A key that is absent or null is shown as unknown, never guessed. Calibration rows use
+``e2e_ms`` (and ``tpot_ms`` if a plan gives it). A key that is absent or null is shown as unknown, never guessed. Calibration rows use
 the field names of ``shared/reference/serving/serving_benchmarks_*.jsonl`` (isl, osl,
 output_tokens_per_s, request_throughput_rps, ttft_ms, itl_ms, tpot_ms, e2e_latency_ms), so one
 accuracy script can read published rows and ours alike.
@@ -28,6 +28,7 @@ METRICS: tuple[tuple[str, str, Any], ...] = (
     ("ttft_ms", "TTFT median ms", lambda lv: lv.ttft_ms and lv.ttft_ms.median),
     ("ttft_p99_ms", "TTFT p99 ms", lambda lv: lv.ttft_ms and lv.ttft_ms.p99),
     ("itl_ms", "ITL median ms", lambda lv: lv.itl_ms and lv.itl_ms.median),
+    ("tpot_ms", "TPOT median ms", lambda lv: lv.tpot_ms and lv.tpot_ms.median),
     ("e2e_ms", "E2E median ms", lambda lv: lv.e2e_ms and lv.e2e_ms.median),
 )
 

@@ -9,9 +9,10 @@ import typer
 
 from ..errors import PlannerError
 from . import app
-from .output import console, info
+from .output import console, info, warn
 
 API_KEY_ENV = "OPENAI_API_KEY"  # as vllm bench serve reads it
+CLIENT_BUSY = 0.8  # the driver is one Python process: past this share of a core it may be the bottleneck
 
 
 def parse_levels(text: str) -> tuple[int, ...]:
@@ -56,7 +57,7 @@ def bench(
     beside a plan's prediction; optionally append the result as calibration rows."""
     from .validate import check_flags, require_extra
     check_flags(ctx)
-    require_extra("plan bench", "bench", "openai")
+    require_extra("plan bench", "bench", "aiohttp")
     from backend.bench import BenchSettings, run_bench
     from backend.bench_compare import (Provenance, append_calibration as append, calibration_rows,
                                        check_calibration_file, compare, level_to_compare, load_prediction)
@@ -93,6 +94,10 @@ def bench(
         typer.echo(json.dumps(doc, indent=2))
     else:
         _render(result, comparison)
+    for lv in result.levels:
+        if lv.client_cpu_fraction is not None and lv.client_cpu_fraction > CLIENT_BUSY:
+            warn(f"at concurrency {lv.concurrency} the load generator used {lv.client_cpu_fraction:.0%} of a CPU "
+                 "core: the figures may be bounded by this client, not by the server")
     if not any(lv.requests_ok for lv in result.levels):
         raise PlannerError(f"no request succeeded: {'; '.join(e for lv in result.levels for e in lv.errors[:1])}")
 
@@ -106,14 +111,16 @@ def _render(result, comparison) -> None:
             f"max {s.output_tokens} output tokens{' (ignore_eos)' if s.ignore_eos else ''}")
     c.print(f"load generator: {result.load_generator}; started {result.started_at}")
     table = Table(title="Measured throughput (totals over each level's wall time)", title_justify="left")
-    for col in ("concurrency", "ok", "failed", "cancelled", "seconds", "in tok/req", "out tok/req", "out tok/s",
-                "req/s"):
+    # cut: still running at --max-seconds, cancelled; in/out tok: per request, the server's count
+    for col in ("concurrency", "ok", "failed", "cut", "seconds", "in tok", "out tok", "out tok/s", "req/s",
+                "client CPU"):
         table.add_column(col, justify="right")
     for lv in result.levels:
         out_mean = lv.output_tokens_total / lv.requests_ok if lv.requests_ok else None
         table.add_row(str(lv.concurrency), str(lv.requests_ok), str(lv.requests_failed), str(lv.requests_cancelled),
                       _fmt(lv.duration_s, 3), _fmt(lv.input_tokens_mean), _fmt(out_mean),
-                      _fmt(lv.output_tokens_per_second), _fmt(lv.requests_per_second))
+                      _fmt(lv.output_tokens_per_second), _fmt(lv.requests_per_second),
+                      "-" if lv.client_cpu_fraction is None else f"{lv.client_cpu_fraction:.0%}")
     c.print(table)
     table = Table(title="Measured latency, ms (per request; ITL pooled over all token gaps)", title_justify="left")
     for col in ("concurrency", "figure", "median", "p90", "p99", "mean"):
