@@ -295,7 +295,7 @@ class _Driver:
                         break
                     now = time.perf_counter() - start
                     event = json.loads(data)
-                    if event.get("error"):
+                    if event.get("error") or event.get("object") == "error":  # OpenAI's shape, vLLM's older one
                         return RequestRecord(ok=False, error=_error_text(event), token_chunks=chunks)
                     if event.get("usage"):
                         usage = event["usage"]
