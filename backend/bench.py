@@ -43,6 +43,7 @@ WORDS = ("the", "a", "is", "are", "was", "of", "to", "in", "on", "and", "or", "w
          "black", "yes", "no", "good", "bad", "it", "this", "that", "you", "we", "they", "he", "she", "my",
          "your", "our", "name", "word", "words", "number", "hello", "please", "thanks", "model", "data", "test")
 PROBE_WORDS = (16, 32)       # two probe prompts: tokens per word and the fixed overhead (BOS, ...)
+# Prompt seeds: request i of a level uses index i; the probes and the full-size check use negatives.
 
 
 @dataclass(frozen=True)
@@ -315,11 +316,12 @@ class _Driver:
             return RequestRecord(ok=False, error=_describe(exc), token_chunks=chunks)
         if ttft is None:
             return RequestRecord(ok=False, error="the stream ended before any choice", token_chunks=chunks)
-        if usage is None:
+        counts = [usage.get(k) if isinstance(usage, dict) else None for k in ("prompt_tokens", "completion_tokens")]
+        if not all(isinstance(c, int) for c in counts):
             return RequestRecord(ok=False, error="the stream carried no usage (stream_options.include_usage)",
                                  token_chunks=chunks)
-        return RequestRecord(ok=True, ttft_s=ttft, e2e_s=last, itl_s=tuple(itl), prompt_tokens=usage["prompt_tokens"],
-                             output_tokens=usage["completion_tokens"], token_chunks=chunks)
+        return RequestRecord(ok=True, ttft_s=ttft, e2e_s=last, itl_s=tuple(itl), prompt_tokens=counts[0],
+                             output_tokens=counts[1], token_chunks=chunks)
 
     async def probe(self, model: str) -> list[tuple[int, int]]:
         """Two short requests that size the prompts (and warm the server); a refusal stops the run here."""
@@ -363,6 +365,11 @@ class _Driver:
                                          read_bufsize=2**20) as self.session:
             model = await self._get_model()
             words = words_for(self.s.input_tokens, await self.probe(model))
+            # one request at the real sizes before any level (vllm bench serve's initial test run too)
+            rec = await self.one(model, prompt_text(words, -1, self.s.seed), self.s.output_tokens)
+            if not rec.ok:
+                raise PlannerError(f"a request of {self.s.input_tokens} input and {self.s.output_tokens} output "
+                                   f"tokens to {self.s.v1_url} failed: {rec.error}")
             return model, words, [await self.level(model, c, words) for c in self.s.concurrencies]
 
 

@@ -96,6 +96,10 @@ def test_server_refusals_are_one_line(serve_url):
     assert res.returncode == 2 and res.stdout == ""
     assert res.stderr.strip() == (f"error: the first request to {serve_url}/v1 failed: HTTP 400: unsupported "
                                   "parameter 'ignore_eos': this server does not implement it")
+    res = _plan("--url", serve_url, "--input-tokens", "300", "--output-tokens", "8")  # the tiny model's context: 256
+    assert res.returncode == 2 and res.stderr.strip() == (
+        f"error: a request of 300 input and 8 output tokens to {serve_url}/v1 failed: HTTP 400: the prompt is 300 "
+        "tokens; this model's context is 256")
     res = _plan("--url", serve_url, "--model", "nope", "--input-tokens", "8")
     assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1
     assert res.stderr.startswith(f"error: the first request to {serve_url}/v1 failed: HTTP 404")

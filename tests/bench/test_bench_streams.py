@@ -18,6 +18,8 @@ from backend.bench import BenchSettings, run_bench
 from planner.errors import PlannerError
 
 TOKEN_DELAY_S = {"slow": 0.05}
+SEEN: dict[str, int] = {}
+LOCK = threading.Lock()
 
 
 class Scripted(BaseHTTPRequestHandler):
@@ -36,6 +38,12 @@ class Scripted(BaseHTTPRequestHandler):
         self._json(200, {"object": "list", "data": [{"id": "vllm-like"}, {"id": "other"}]})
 
     def do_POST(self):
+        try:
+            self._post()
+        except (BrokenPipeError, ConnectionResetError):  # the client cancelled (a cut level, a timeout)
+            pass
+
+    def _post(self):
         req = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         model, n = req["model"], req["max_tokens"]
         if model == "old-error":
@@ -49,8 +57,14 @@ class Scripted(BaseHTTPRequestHandler):
             self.wfile.flush()
 
         self.wfile.write(b": ping\n\n")
+        if model == "slow-later":  # the two probes and the full-size check are fast; the level's requests slow
+            with LOCK:
+                SEEN[model] = SEEN.get(model, 0) + 1
+                delay = 0.05 if SEEN[model] > 3 else 0
+        else:
+            delay = TOKEN_DELAY_S.get(model, 0)
         for i in range(n):
-            time.sleep(TOKEN_DELAY_S.get(model, 0))
+            time.sleep(delay)
             send({"choices": [{"index": 0, "text": f" w{i}", "finish_reason": "length" if i == n - 1 else None}],
                   "usage": None})
             if model == "error-mid":
@@ -108,7 +122,11 @@ def test_a_level_is_cut_at_max_seconds_and_slow_requests_time_out(url):
     (lv,) = result.levels
     assert (lv.requests_ok, lv.requests_failed, lv.requests_cancelled, lv.requests_sent) == (0, 0, 2, 2)
     assert lv.ttft_ms is None and lv.output_tokens_per_second == 0 and lv.duration_s >= 0.5
-    result = run_bench(_settings(url, model="slow", output_tokens=50, num_prompts=2, request_timeout_s=0.5))
+    result = run_bench(_settings(url, model="slow-later", output_tokens=50, num_prompts=2, request_timeout_s=0.5))
     (lv,) = result.levels
-    assert (lv.requests_ok, lv.requests_failed) == (0, 2)
+    assert (lv.requests_ok, lv.requests_failed, lv.requests_cancelled) == (0, 2, 0)
     assert lv.errors == ("timed out (--request-timeout)",)
+    # the full-size request before the levels takes 2.5 s too: at --request-timeout 0.5 the run stops there
+    with pytest.raises(PlannerError) as err:
+        run_bench(_settings(url, model="slow", output_tokens=50, num_prompts=2, request_timeout_s=0.5))
+    assert str(err.value) == f"a request of 20 input and 50 output tokens to {url}/v1 failed: timed out (--request-timeout)"
