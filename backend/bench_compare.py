@@ -61,6 +61,12 @@ def load_prediction(path: Path) -> Prediction:
     if not isinstance(perf, dict):
         raise PlannerError(f"--predicted {path} has no serving.performance block; {MAKE_ONE}")
     c = perf.get("concurrency")
+    if isinstance(c, float) and math.isfinite(c) and c > 0:
+        if not c.is_integer():
+            raise PlannerError(f"--predicted {path} is for a mean concurrency of {c:g} (a --request-rate plan?); "
+                               "plan bench measures fixed concurrencies: plan with --concurrency N")
+        c = int(c)
+        perf = {**perf, "concurrency": c}
     if c is not None and not (isinstance(c, int) and not isinstance(c, bool) and c >= 1):
         raise PlannerError(f"--predicted {path}: serving.performance.concurrency must be a positive integer, got {c!r}")
 

@@ -115,6 +115,7 @@ def test_a_prediction_must_match_a_measured_level(tmp_path):
     pred = load_prediction(_prediction(tmp_path, {"concurrency": 8}))
     with pytest.raises(PlannerError, match="is for concurrency 8, which --concurrency 1,4 does not measure: add 8"):
         level_to_compare(pred, (1, 4))
+    assert load_prediction(_prediction(tmp_path, {"concurrency": 4.0})).concurrency == 4
     no_c = load_prediction(_prediction(tmp_path, {"ttft_ms": 1.0}))
     assert level_to_compare(no_c, (4,)) == 4
     with pytest.raises(PlannerError, match="names no serving.performance.concurrency"):
@@ -126,6 +127,8 @@ def test_a_prediction_must_match_a_measured_level(tmp_path):
     (json.dumps({"estimate": {}}), "has no serving.performance block"),
     (json.dumps({"serving": {"performance": {"concurrency": 0}}}), "concurrency must be a positive integer"),
     (json.dumps([1, 2]), "has no serving.performance block"),
+    (json.dumps({"serving": {"performance": {"concurrency": 12.5}}}), "is for a mean concurrency of 12.5"),
+    (json.dumps({"serving": {"performance": {"concurrency": "max"}}}), "must be a positive integer, got 'max'"),
 ])
 def test_bad_prediction_files_are_one_line(tmp_path, content, message):
     path = tmp_path / "p.json"
