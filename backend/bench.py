@@ -25,7 +25,7 @@ import random
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from planner.errors import PlannerError
 
@@ -34,9 +34,10 @@ MAX_CONCURRENCY = 4096
 MAX_PROMPTS = 100_000        # per level
 MAX_SECONDS = 3600.0         # per level
 MAX_TOKENS = 2**20
-# Prompt text: common English words that are one token each in the usual BPE vocabularies and in
-# the tests' word-level tokenizer. Each request draws its own sequence, so no two prompts share a
-# prefix (vLLM's prefix cache would otherwise make TTFT look better than a real workload's).
+# Prompt text: short common English words (one token each in the tests' word-level tokenizer; the
+# probes measure what they cost in the served model's own). Each request draws its own sequence, so
+# no two prompts share a prefix (vLLM's prefix cache would otherwise make TTFT look better than a
+# real workload's).
 WORDS = ("the", "a", "is", "are", "was", "of", "to", "in", "on", "and", "or", "what", "who", "where", "which",
          "how", "why", "when", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
          "cat", "dog", "bird", "fish", "sky", "sea", "sun", "moon", "fire", "blue", "green", "red", "white",
@@ -246,12 +247,12 @@ class _Driver:
     """Sends the streamed completions over one aiohttp session, as vllm bench serve does.
 
     vLLM's own benchmark client (aiohttp, SSE lines parsed with json.loads): on this project's CPU it
-    costs about 2.5x less client CPU per streamed token than the openai client's httpx transport,
-    which matters when one Python process must keep up with a GPU server (docs/decisions.md).
+    cost about 55 µs of client CPU per streamed token, the openai client's httpx transport 270-320 µs;
+    that matters when one Python process must keep up with a GPU server (docs/decisions.md).
     """
 
-    def __init__(self, settings: BenchSettings) -> None:
-        self.s = settings
+    def __init__(self, settings: BenchSettings, on_level: Callable[[LevelResult], None] | None = None) -> None:
+        self.s, self.on_level = settings, on_level
         self.headers = {"Authorization": f"Bearer {settings.api_key}"} if settings.api_key else {}
         self.session: Any = None
 
@@ -370,7 +371,12 @@ class _Driver:
             if not rec.ok:
                 raise PlannerError(f"a request of {self.s.input_tokens} input and {self.s.output_tokens} output "
                                    f"tokens to {self.s.v1_url} failed: {rec.error}")
-            return model, words, [await self.level(model, c, words) for c in self.s.concurrencies]
+            levels = []
+            for c in self.s.concurrencies:
+                levels.append(await self.level(model, c, words))
+                if self.on_level is not None:
+                    self.on_level(levels[-1])
+            return model, words, levels
 
 
 def _error_text(body: Any) -> str | None:
@@ -403,12 +409,14 @@ def _describe(exc: BaseException) -> str:
     return (f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__).replace("\n", " ")
 
 
-def run_bench(settings: BenchSettings) -> BenchResult:
-    """Measure every level of ``settings`` against the live endpoint; PlannerError when it cannot start."""
+def run_bench(settings: BenchSettings, on_level: Callable[[LevelResult], None] | None = None) -> BenchResult:
+    """Measure every level of ``settings`` against the live endpoint; PlannerError when it cannot start.
+
+    ``on_level`` (if given) gets each level's result as soon as it is measured (the CLI's progress line)."""
     import datetime
     from importlib.metadata import version
 
     started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    model, words, levels = asyncio.run(_Driver(settings).run())
+    model, words, levels = asyncio.run(_Driver(settings, on_level).run())
     return BenchResult(settings=settings, model=model, words_per_prompt=words, levels=tuple(levels),
                        started_at=started, load_generator=f"aiohttp {version('aiohttp')} (plan bench driver)")

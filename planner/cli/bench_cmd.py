@@ -83,7 +83,11 @@ def bench(
         raise PlannerError("--gpu, --engine and --engine-version label a calibration row: use them with "
                            "--append-calibration FILE")
 
-    result = run_bench(settings)
+    def progress(lv) -> None:
+        info(f"concurrency {lv.concurrency}: {lv.requests_ok} ok, {lv.requests_failed} failed, "
+             f"{lv.requests_cancelled} cut in {lv.duration_s:.1f} s")
+
+    result = run_bench(settings, on_level=progress)
     comparison = compare(result, prediction) if prediction is not None else None
     if provenance is not None:
         written = append(append_calibration, calibration_rows(result, provenance, comparison))

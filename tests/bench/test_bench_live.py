@@ -63,7 +63,10 @@ def test_cli_json_beside_a_prediction_and_appended_as_calibration(serve_url, tmp
                 "--num-prompts", "4", "--predicted", str(plan), "--append-calibration", str(cal),
                 "--gpu", "CPU (2 cores)", "--json")
     assert res.returncode == 0, res.stderr
-    assert res.stderr.strip() == f"appended 1 calibration row(s) to {cal}"
+    assert res.stderr.splitlines() == [
+        "concurrency 2: 4 ok, 0 failed, 0 cut in " + res.stderr.splitlines()[0].split(" cut in ")[-1],
+        f"appended 1 calibration row(s) to {cal}"]
+    assert res.stderr.splitlines()[0].endswith(" s")
     doc = json.loads(res.stdout)
     (lv,) = doc["levels"]
     assert doc["model"] == MODEL and lv["requests_ok"] == 4 and lv["input_tokens_mean"] == 16
