@@ -48,6 +48,8 @@ class Scripted(BaseHTTPRequestHandler):
         model, n = req["model"], req["max_tokens"]
         if model == "old-error":
             return self._json(400, {"object": "error", "message": "bad thing", "code": 400})
+        if model == "needs-key" and self.headers.get("Authorization") != "Bearer k3y":
+            return self._json(401, {"error": {"message": "missing or wrong API key", "type": "authentication_error"}})
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.end_headers()
@@ -130,3 +132,9 @@ def test_a_level_is_cut_at_max_seconds_and_slow_requests_time_out(url):
     with pytest.raises(PlannerError) as err:
         run_bench(_settings(url, model="slow", output_tokens=50, num_prompts=2, request_timeout_s=0.5))
     assert str(err.value) == f"a request of 20 input and 50 output tokens to {url}/v1 failed: timed out (--request-timeout)"
+
+
+def test_the_api_key_goes_as_a_bearer_header(url):
+    assert run_bench(_settings(url, model="needs-key", api_key="k3y")).levels[0].requests_ok == 4
+    with pytest.raises(PlannerError, match="failed: HTTP 401: missing or wrong API key$"):
+        run_bench(_settings(url, model="needs-key"))
