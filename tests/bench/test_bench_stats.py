@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from backend.bench import (BenchResult, BenchSettings, RequestRecord, percentile, prompt_text, summarize,
-                           words_for)
+from backend.bench import BenchResult, BenchSettings, prompt_text, words_for
+from backend.bench_results import RequestRecord, percentile, summarize
 from backend.bench_compare import (Provenance, append_calibration, calibration_rows, compare, level_to_compare,
                                    load_prediction)
 from planner.errors import PlannerError
