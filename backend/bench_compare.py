@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,7 @@ class Prediction:
     performance: dict[str, Any]
     engine: str | None
     engine_version: str | None
+    parallel: dict[str, int] = field(default_factory=dict)   # tp / pp of the planned deployment, when given
 
     @property
     def concurrency(self) -> int | None:
@@ -74,7 +75,10 @@ def load_prediction(path: Path) -> Prediction:
         v = serving.get(key)
         return str(v) if v is not None else None
 
-    return Prediction(path=str(path), performance=perf, engine=text("engine"), engine_version=text("engine_version"))
+    parallel = {short: v for short, key in (("tp", "tensor_parallel_size"), ("pp", "pipeline_parallel_size"))
+                if isinstance(v := serving.get(key), int) and not isinstance(v, bool)}
+    return Prediction(path=str(path), performance=perf, engine=text("engine"), engine_version=text("engine_version"),
+                      parallel=parallel)
 
 
 def level_to_compare(prediction: Prediction, concurrencies: tuple[int, ...]) -> int:
@@ -123,6 +127,7 @@ class Comparison:
     concurrency: int
     predicted_from: str
     metrics: tuple[MetricComparison, ...]
+    parallel: dict[str, int] = field(default_factory=dict)   # the plan's tp / pp (the row's tp / pp)
 
     def to_dict(self) -> dict[str, Any]:
         return {"concurrency": self.concurrency, "predicted_from": self.predicted_from,
@@ -134,7 +139,7 @@ def compare(result: BenchResult, prediction: Prediction) -> Comparison:
     lv = result.level(c)
     rows = tuple(MetricComparison(key, label, _number(prediction.performance.get(key)), _number(read(lv)))
                  for key, label, read in METRICS)
-    return Comparison(concurrency=c, predicted_from=prediction.path, metrics=rows)
+    return Comparison(concurrency=c, predicted_from=prediction.path, metrics=rows, parallel=prediction.parallel)
 
 
 @dataclass(frozen=True)
@@ -182,6 +187,8 @@ def calibration_rows(result: BenchResult, provenance: Provenance,
             "date": result.started_at, "source": "plan bench",
         }
         row["settings"] = {k: v for k, v in row["settings"].items() if v is not None}
+        if comparison is not None:
+            row.update(comparison.parallel)  # the deployment the plan was for (tp, pp), as published rows give it
         if comparison is not None and comparison.concurrency == lv.concurrency:
             row["predicted"] = {m.key: m.predicted for m in comparison.metrics}
             row["predicted_from"] = comparison.predicted_from

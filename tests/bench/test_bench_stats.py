@@ -141,7 +141,7 @@ def test_bad_prediction_files_are_one_line(tmp_path, content, message):
 
 def test_calibration_rows_append_and_keep_what_was_there(tmp_path):
     result = _result()
-    pred = load_prediction(_prediction(tmp_path, {"concurrency": 4, "ttft_ms": 300.0}))
+    pred = load_prediction(_prediction(tmp_path, {"concurrency": 4, "ttft_ms": 300.0}, tensor_parallel_size=2))
     rows = calibration_rows(result, Provenance("1x CPU", "plan-serve", "0.1.0"), compare(result, pred))
     assert [r["concurrency"] for r in rows] == [1, 4]
     r4 = rows[1]
@@ -149,6 +149,7 @@ def test_calibration_rows_append_and_keep_what_was_there(tmp_path):
     assert (r4["isl"], r4["osl"], r4["osl_measured_mean"], r4["num_prompts"]) == (8, 3, 3.0, 2)
     assert r4["output_tokens_per_s"] == 6.0 and r4["ttft_ms"] == pytest.approx(150)
     assert r4["predicted"]["ttft_ms"] == 300.0 and "predicted" not in rows[0]
+    assert r4["tp"] == rows[0]["tp"] == 2 and "pp" not in r4  # the plan's deployment; pp not given
     assert "base_url" not in r4["settings"] and r4["date"].startswith("2026-12-08")
     path = tmp_path / "cal.jsonl"
     path.write_text('{"kept": true}')  # no trailing newline: appending must not glue lines together
