@@ -43,7 +43,7 @@ app = typer.Typer(
 # Each command module registers itself on ``app`` when imported (merge_cmd on adapters_cmd's group).
 # The order here is the order of `plan --help`.
 from . import plan_cmd, models_cmd, prices_cmd, adapters_cmd, merge_cmd, jobs_cmd  # noqa: E402,F401
-from . import serve_cmd, eval_cmd, deploy_cmd  # noqa: E402,F401
+from . import serve_cmd, eval_cmd, deploy_cmd, bench_cmd  # noqa: E402,F401
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
