@@ -8,7 +8,9 @@ Read from vLLM's source (wheels of 0.10.0 and 0.19.0, unzipped and read, not cop
   and NCCL sit in the ``1 - utilization`` headroom; ``available = requested - (weights + torch peak
   increase + non-torch increase) [- CUDA-graph estimate]`` (``vllm/utils/mem_utils.py``
   ``memory_profiling``). The graph estimate is subtracted only where the release does it by default
-  (``data/vllm.json`` rules; opt-in ``VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS`` @0.19.0).
+  (``data/vllm.json`` rules; opt-in ``VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS`` @0.19.0). Before 0.9.2
+  (read @0.8.5, @0.9.0) the budget was ``total x utilization`` less everything the device held outside
+  torch, the CUDA context and NCCL included; the A100 exception of the batch defaults dates from 0.9.0.
 - ``vllm/v1/worker/gpu_model_runner.py`` ``profile_run``: one dummy forward at
   ``max_num_batched_tokens`` and a dummy sampler run on ``min(max_num_seqs, max_num_batched_tokens)``
   rows of full-vocabulary logits.
@@ -188,11 +190,11 @@ class EngineMemory:
 # ---------------------------------------------------------------- defaults
 
 
-def batch_defaults(device: Device) -> tuple[int, int]:
+def batch_defaults(device: Device, version: str | None = None) -> tuple[int, int]:
     """(max_num_batched_tokens, max_num_seqs) of ``vllm serve`` on this device (get_batch_defaults)."""
     d = vllm_data()["batch_defaults"]
-    large = device.total_bytes >= d["large_min_gib"] * GIB and not any(
-        x in device.name.lower() for x in d["large_excluded_names"])
+    excluded = d["large_excluded_names"] if version_rules(check_version(version))["a100_exception"] else []
+    large = device.total_bytes >= d["large_min_gib"] * GIB and not any(x in device.name.lower() for x in excluded)
     row = d["large" if large else "small"]
     return row["max_num_batched_tokens"], row["max_num_seqs"]
 
@@ -399,7 +401,7 @@ def engine_memory(spec: ModelSpec, device: Device, settings: EngineSettings,
                            f"({derived_len}); vLLM refuses it (unless VLLM_ALLOW_LONG_MAX_MODEL_LEN=1)")
     util = settings.gpu_memory_utilization if settings.gpu_memory_utilization is not None \
         else d["gpu_memory_utilization"]["value"]
-    d_mnbt, d_seqs = batch_defaults(device)
+    d_mnbt, d_seqs = batch_defaults(device, version)
     mnbt = settings.max_num_batched_tokens or d_mnbt
     seqs = settings.max_num_seqs or d_seqs
     if mnbt < seqs and settings.max_num_batched_tokens:
@@ -415,7 +417,7 @@ def engine_memory(spec: ModelSpec, device: Device, settings: EngineSettings,
     if graphs and not estimate_on:
         notes.append(f"vLLM {version} captures {len(graphs)} CUDA-graph sizes after sizing the KV cache (not "
                      "subtracted: they use the 1 - gpu_memory_utilization headroom)")
-    non_torch = d["non_torch_bytes"]["tp1" if tp * pp == 1 else "tp_many"]
+    non_torch = d["non_torch_bytes"][rules["accounting"]]["tp1" if tp * pp == 1 else "tp_many"]
     kv_bytes = 1 if settings.kv_cache_dtype == "fp8" else DTYPE_BYTES[settings.dtype]
 
     worst: tuple | None = None

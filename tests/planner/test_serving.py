@@ -116,6 +116,17 @@ def test_batch_defaults_with_the_a100_exception():
     assert batch_defaults(H100) == (8192, 1024)
     assert batch_defaults(A100) == (2048, 256)  # PR #17885: large budgets reduced A100 throughput
     assert batch_defaults(Device("L40S", 45 * GIB)) == (2048, 256)
+    assert batch_defaults(A100, "0.8.5") == (8192, 1024)  # the exception is absent @0.8.5, present @0.9.0
+    assert batch_defaults(A100, "0.9.0") == (2048, 256)
+
+
+def test_context_and_nccl_charged_before_the_snapshot_accounting():
+    """@0.8.5/0.9.0 the budget lost everything outside torch (context, NCCL); from 0.9.2 a snapshot after NCCL."""
+    spec = resolve("llama3.1-8b")
+    early = engine_memory(spec, H100, EngineSettings(version="0.9.0", max_model_len=8192))
+    late = engine_memory(spec, H100, EngineSettings(version="0.9.2", max_model_len=8192))
+    assert early.non_torch_bytes > late.non_torch_bytes
+    assert late.kv_cache_bytes - early.kv_cache_bytes == early.non_torch_bytes - late.non_torch_bytes
 
 
 def test_cudagraph_sizes():
