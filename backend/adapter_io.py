@@ -6,12 +6,12 @@ caller names one. torch/transformers/peft are imported inside the functions.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from planner.errors import PlannerError
+from planner.safe_io import read_json_object
 
 from .store import AdapterStore, check_adapter_dir
 
@@ -33,10 +33,7 @@ class AdapterRef:
 def adapter_config(path: Path) -> dict[str, Any]:
     """The adapter's adapter_config.json as a dict (PlannerError when missing or malformed)."""
     p = check_adapter_dir(Path(path).expanduser()) / "adapter_config.json"
-    try:
-        return json.loads(p.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise PlannerError(f"{p} is not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    return read_json_object(p, "adapter config")
 
 
 def find_adapter(name_or_path: str, base_model: str | None = None,

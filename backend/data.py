@@ -86,6 +86,10 @@ def _loads(text: str, where: str) -> Any:
         raise PlannerError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from None
     except RecursionError:
         raise PlannerError(f"{where}: JSON nested more than {MAX_DEPTH} levels deep") from None
+    except UnicodeDecodeError:
+        raise  # read_records names the line and column
+    except ValueError as exc:  # an integer past Python's digit limit (json raises before the record is seen)
+        raise PlannerError(f"{where}: a number too large to read ({str(exc).splitlines()[0][:80]})") from None
 
 
 def _read_jsonl(path: Path) -> Iterator[Record]:
@@ -104,6 +108,10 @@ def _read_json(path: Path) -> Iterator[Record]:
                            "for one record per line name the file .jsonl") from None
     except RecursionError:
         raise PlannerError(f"{path}: JSON nested more than {MAX_DEPTH} levels deep") from None
+    except UnicodeDecodeError:
+        raise
+    except ValueError as exc:
+        raise PlannerError(f"{path}: a number too large to read ({str(exc).splitlines()[0][:80]})") from None
     if isinstance(doc, dict) and isinstance(doc.get("data"), list):
         doc = doc["data"]
     if not isinstance(doc, list):
@@ -119,6 +127,10 @@ def _read_csv(path: Path) -> Iterator[Record]:
             header = next(reader, None)
             if header is None:
                 return
+            twice = sorted({h for h in header if header.count(h) > 1})
+            if twice:  # one name, two columns: which one trains would depend on the reader
+                raise PlannerError(f"{path} line 1: column {', '.join(repr(h) for h in twice)} appears more than "
+                                   "once in the header; rename or drop the duplicate")
             for row in reader:
                 where = f"{path} line {reader.line_num}"
                 if not row:  # a blank line (pandas skips it too)
@@ -287,9 +299,12 @@ def load_split(source: str | os.PathLike[str]) -> DataSet:
 def _split_files(folder: Path) -> tuple[Path, Path | None]:
     def find(stems: tuple[str, ...]) -> Path | None:
         for stem in stems:
-            for suffix in SUFFIXES:
-                if (folder / f"{stem}{suffix}").is_file():
-                    return folder / f"{stem}{suffix}"
+            found = [folder / f"{stem}{suffix}" for suffix in SUFFIXES if (folder / f"{stem}{suffix}").is_file()]
+            if len(found) > 1:  # which one trains must not depend on an order the user cannot see
+                raise PlannerError(f"{folder} holds {' and '.join(p.name for p in found)}; keep one split file "
+                                   f"per name, or pass the file itself as --dataset")
+            if found:
+                return found[0]
         return None
     train = find(("train",))
     if train is None:

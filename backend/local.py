@@ -21,6 +21,7 @@ from typing import Any
 from planner.allocator import ALLOC_CONF_VAR, allocator_env
 from planner.errors import PlannerError
 from planner.plan import Machine, Plan, Strategy
+from planner.safe_io import mark_output
 
 from . import lifeline, run_record, runlock
 from .data import count_tokens, load_training_data
@@ -106,7 +107,13 @@ def check_output_dir(out: Path, restart: bool = False) -> str | None:
     holder = runlock.busy(out)  # issue 13: another live run owns the folder
     if holder is not None:
         raise PlannerError(runlock.refusal(out, holder))
-    previous = run_record.read(out)
+    run_record.check_folder(out, "--output-dir")
+    try:
+        previous = run_record.load(out)
+    except run_record.DamagedRecord as exc:
+        if not restart:
+            raise PlannerError(run_record.damaged_refusal(out, str(exc))) from None
+        previous = {"status": "damaged"}
     if previous is None:
         return None
     if restart:
@@ -169,6 +176,7 @@ def prepare(model_name: str, est: Any, opts: ExecuteOptions) -> LocalRun:
 def start(run: LocalRun, est: Any) -> LocalResult:
     """Write plan.json and train (one process, or accelerate over this machine's GPUs); wait for it."""
     run.out.mkdir(parents=True, exist_ok=True)
+    mark_output(run.out, run_record.KIND)
     run.plan_path.write_text(run.plan.to_json())
     if run.machine is not None:  # accelerate launch over this machine's GPUs (backend/distributed)
         from .distributed.launch import run_on_local_gpus
@@ -180,8 +188,10 @@ def start(run: LocalRun, est: Any) -> LocalResult:
     record = run_record.read(run.out)
     message = None
     if code not in (0, 2):
-        message = (f"training stopped (exit {code}) at step {(record or {}).get('global_step')}; rerun the same "
-                   "command to resume from the last complete checkpoint")
+        reason = (record or {}).get("reason") if (record or {}).get("status") == "failed" else None
+        message = (f"training stopped (exit {code}) at step {(record or {}).get('global_step')}"
+                   + (f": {reason}" if reason else "") + "; rerun the same command to resume from the last "
+                   "complete checkpoint" + (" once that is fixed" if reason else ""))
     return LocalResult(code, record, message)
 
 

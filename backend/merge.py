@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from planner.errors import PlannerError
+from planner.safe_io import check_output_target, read_json_object
 
 from .adapter_io import AdapterRef, adapter_config, load_with_adapter
 
@@ -56,8 +57,7 @@ def check_mergeable(ref: AdapterRef, dtype: str, output_dir: Path) -> None:
     if quant:
         raise PlannerError(f"base model '{ref.base_model}' is a {quant}-quantized checkpoint; merging into it "
                            "re-quantizes the adapter: pass --base with the unquantized (bf16/fp32) weights")
-    if output_dir.exists() and (not output_dir.is_dir() or any(output_dir.iterdir())):
-        raise PlannerError(f"output {output_dir} exists and is not empty; pick another --output")
+    check_output_target(output_dir, flag="--output")  # new or empty only (planner/safe_io.py)
 
 
 def _base_quantization(base_model: str) -> str | None:
@@ -65,7 +65,7 @@ def _base_quantization(base_model: str) -> str | None:
     path = Path(base_model).expanduser()
     if path.is_dir():
         cfg_file = path / "config.json"
-        cfg = json.loads(cfg_file.read_text(encoding="utf-8")) if cfg_file.is_file() else {}
+        cfg = read_json_object(cfg_file, "model config") if cfg_file.exists() else {}
     else:
         try:
             from transformers import AutoConfig

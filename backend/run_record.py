@@ -13,19 +13,81 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from planner.errors import PlannerError
+from planner.safe_io import check_output_target, read_json_object
+
 FILE = "run.json"
+KIND = "training-run"  # the output marker's word for a run folder (planner/safe_io.py)
+OURS = (FILE, "checkpoints", ".plan.lock", ".plan.lock.guard")  # a run folder from before the marker
+
+
+def check_folder(output_dir: Path, flag: str) -> Path:
+    """A run folder may only be new, empty or a run folder already (never the user's files or a model)."""
+    return check_output_target(output_dir, flag=flag, kind=KIND, also_ours=OURS)
 
 
 def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def read(output_dir: Path) -> dict[str, Any] | None:
-    """The run record in ``output_dir``, or None when there is none (or it is unreadable)."""
+class DamagedRecord(PlannerError):
+    """run.json is there but not a run record: unreadable, not JSON, or fields of the wrong type."""
+
+
+# The fields a resume reads back, and the types they must have (null allowed for each).
+_TYPES: dict[str, type | tuple[type, ...]] = {
+    "status": str, "global_step": int, "identity": dict, "train_loss": list, "eval_loss": list,
+    "set_aside_checkpoints": list, "resumed_from": list, "discarded_checkpoints": list, "mlflow": dict,
+    "notes": list, "adapter": (dict, str), "base_model": (str, dict), "metrics": dict}
+STATUSES = ("running", "completed", "failed")
+
+
+def load(output_dir: Path) -> dict[str, Any] | None:
+    """The typed run record in ``output_dir``: None when there is none; ``DamagedRecord`` (one line)
+    when the file is there but is not a record this code wrote (not JSON, a list, odd types)."""
+    path = Path(output_dir) / FILE
+    return load_file(path) if os.path.lexists(path) else None
+
+
+def load_file(path: Path) -> dict[str, Any]:
+    """A run.json at ``path`` (a run folder's, or one unpacked from a job's artifact: untrusted)."""
     try:
-        return json.loads((Path(output_dir) / FILE).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
+        doc = read_json_object(path, "run record")
+    except PlannerError as exc:
+        raise DamagedRecord(str(exc)) from None
+    base = doc.get("base_model")
+    if isinstance(base, dict) and not isinstance(base.get("name"), (str, type(None))):
+        raise DamagedRecord(f"run record {path}: 'base_model.name' is not text")
+    return check_record(doc, str(path))
+
+
+def check_record(doc: dict[str, Any], where: str) -> dict[str, Any]:
+    """``doc`` if every field a reader relies on has its type; else ``DamagedRecord`` naming the field."""
+    for key, kind in _TYPES.items():
+        value = doc.get(key)
+        if value is not None and (not isinstance(value, kind) or (kind is int and isinstance(value, bool))):
+            raise DamagedRecord(f"run record {where}: '{key}' is {type(value).__name__}, not "
+                                f"{kind.__name__ if isinstance(kind, type) else ' or '.join(k.__name__ for k in kind)}")
+    if doc.get("status") is not None and doc["status"] not in STATUSES:
+        raise DamagedRecord(f"run record {where}: status '{str(doc['status'])[:40]}' is not one of {', '.join(STATUSES)}")
+    for key in ("train_loss", "eval_loss"):
+        if any(not isinstance(e, dict) or not isinstance(e.get("step"), int) for e in doc.get(key) or []):
+            raise DamagedRecord(f"run record {where}: '{key}' entries must be objects with an integer step")
+    return doc
+
+
+def read(output_dir: Path) -> dict[str, Any] | None:
+    """The run record for reports, or None when there is none or it is damaged (see ``load``)."""
+    try:
+        return load(output_dir)
+    except DamagedRecord:
         return None
+
+
+def damaged_refusal(folder: Path, reason: str) -> str:
+    return (f"{folder}: {reason}; its checkpoints cannot be matched to this run, so nothing is resumed or "
+            "overwritten: pass --restart to start over (the run and its record are moved aside, not deleted), "
+            "or another --output-dir")
 
 
 def write(output_dir: Path, record: dict[str, Any]) -> None:
@@ -64,7 +126,11 @@ def failure_reason(exc: BaseException) -> str:
 
 def mark_failed(output_dir: Path, exc: BaseException) -> None:
     """Record a failure at any stage: status failed, the reason, the time (creating run.json if none)."""
-    record = read(output_dir) or {"status": "running", "global_step": 0, "train_loss": []}
+    try:
+        found = load(output_dir)
+    except DamagedRecord:
+        return  # a damaged record stays as it is (never overwritten): the refusal said what to do
+    record = found or {"status": "running", "global_step": 0, "train_loss": []}
     if record.get("status") == "completed":
         return  # a finished run stays finished; only this attempt failed
     record.update(status="failed", reason=failure_reason(exc), finished=now())

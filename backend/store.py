@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from planner.errors import PlannerError
+from planner.safe_io import read_json_object
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 RECORD_FILE = "record.json"
@@ -160,10 +161,7 @@ class AdapterStore:
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise PlannerError(f"cannot read adapter record {path}: {exc}") from None
+    return read_json_object(path, "adapter record")
 
 
 def _write_record(folder: Path, record: AdapterRecord, *, copied: bool) -> None:

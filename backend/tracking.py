@@ -15,20 +15,15 @@ with its credentials masked (``https://***@host``).
 from __future__ import annotations
 
 import os
-import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from planner.credentials import mask  # URI credentials and the environment's secrets
+
 DEFAULT_EXPERIMENT = "plan"
 BOUNDS = {"MLFLOW_HTTP_REQUEST_TIMEOUT": "10", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2"}
-_USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
-
-
-def mask(text: str) -> str:
-    """Credentials in any URI inside ``text`` masked: scheme://user:pass@host -> scheme://***@host."""
-    return _USERINFO.sub("***@", str(text))
 
 
 def default_tracking_uri(output_dir: Path) -> str:

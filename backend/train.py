@@ -30,6 +30,7 @@ from backend import checkpoints, lifeline, run_identity, run_record, runlock  # 
 from backend.data import TrainingData, count_tokens, hf_datasets, preflight  # noqa: E402
 from backend.recipes import Recipe, recipe_for  # noqa: E402
 from planner.errors import PlannerError  # noqa: E402
+from planner.safe_io import mark_output, read_text  # noqa: E402
 from planner.plan import Plan, RunSettings  # noqa: E402
 
 OPTIM = {"adamw": "adamw_torch", "adamw-8bit": "adamw_bnb_8bit", "paged-adamw-8bit": "paged_adamw_8bit", "sgd": "sgd"}
@@ -59,9 +60,12 @@ def open_folder(plan: Plan) -> tuple[Path, bool]:
     """The output folder (made) and whether this process is rank 0, the one that writes; rank 0
     keeps the plan it ran beside the outputs."""
     out = Path(plan.training.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
     main_process = int(os.environ.get("RANK", "0")) == 0
+    if main_process:  # launched from --emit-config files too: the folder is checked here, not only by the CLI
+        run_record.check_folder(out, "the plan's training.output_dir")
+    out.mkdir(parents=True, exist_ok=True)
     if main_process:
+        mark_output(out, run_record.KIND)
         (out / "plan.json").write_text(plan.to_json())
     return out, main_process
 
@@ -120,7 +124,10 @@ def resume_point(run: Run, data: TrainingData, *, restart: bool) -> Path | None:
         set_aside = checkpoints.set_aside_all(ckpt, "restart")
         if (run.out / run_record.FILE).exists():
             set_aside.append(str(checkpoints.set_aside(run.out / run_record.FILE, "restart")))
-    previous = run_record.read(run.out) or {}
+    try:
+        previous = run_record.load(run.out) or {}
+    except run_record.DamagedRecord as exc:
+        raise PlannerError(run_record.damaged_refusal(run.out, str(exc))) from None
     changed = run_identity.changes(previous.get("identity"), ident)
     if changed:
         raise PlannerError(run_identity.refusal(str(run.out), changed))
@@ -186,7 +193,22 @@ def make_trainer(run: Run, data: TrainingData, model, tokenizer):
     trainer = SFTTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
                          processing_class=tokenizer, callbacks=callbacks)
     trainer.add_callback(checkpoints.keep_trained_dtypes(trainer.model))  # QLoRA resume == uninterrupted
+    check_survivors(run, len(train_ds), len(trainer.train_dataset))
     return trainer
+
+
+def check_survivors(run: Run, given: int, kept: int) -> None:
+    """TRL truncates at --seq-len and drops examples with no trained token left (a prompt that fills
+    the length): refuse when none survive (else the Trainer dies on num_samples=0), note the dropped."""
+    seq_len = run.plan.job.seq_len
+    if kept == 0:
+        raise PlannerError(f"all {given} training records have no trained token within --seq-len {seq_len} (their "
+                           "prompt alone fills it, so TRL drops them): raise --seq-len or shorten the prompts")
+    if kept < given:
+        note = (f"{given - kept} of {given} training records dropped: their prompt fills --seq-len {seq_len}, "
+                "leaving no trained token (TRL's truncation)")
+        run.record.setdefault("notes", []).append(note)
+        print(f"note: {note}", file=sys.stderr)
 
 
 def fit(run: Run, trainer, resume: Path | None, *, has_eval: bool) -> None:
@@ -395,10 +417,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def read_plan(path: str | os.PathLike[str], **overrides: Any) -> Plan:
     """The checked plan at ``path``, the flags' ``overrides`` applied to its run settings."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise PlannerError(f"cannot read plan {path}: {exc.strerror}") from None
+    text = read_text(path, "plan")
     plan = Plan.from_json(text, where=str(path), **overrides)
     if not plan.job.is_training:
         raise PlannerError(f"{path} plans inference; training needs --mode full, lora, qlora or prompt-tuning")

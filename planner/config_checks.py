@@ -18,6 +18,12 @@ from .errors import PlannerError
 _LIMITS = Path(__file__).parent / "models" / "architectures" / "limits.json"
 _BOOLEAN_FIELDS = ("tie_word_embeddings", "attention_bias", "mlp_bias", "use_sliding_window")
 _LAYER_LISTS = ("mlp_only_layers", "moe_layers")
+# Counts that transformers cannot build a model with when 0 (a 0 is not "use the default": issue 19)
+_NONZERO_COUNTS = ("num_local_experts", "num_experts", "n_routed_experts", "num_experts_per_tok",
+                   "experts_per_token", "num_key_value_heads", "head_dim")
+# Attention layer types the memory model knows (planner/activations.py sliding_layer_flags):
+# chunked attention (Llama 4) is counted as full attention, an over- not an under-estimate.
+LAYER_TYPES = ("full_attention", "sliding_attention", "chunked_attention")
 
 
 @lru_cache(maxsize=1)
@@ -72,18 +78,27 @@ def parse_config_json(raw: bytes, where: str) -> Any:
     return doc
 
 
+def _shown(value: Any) -> str:
+    text = f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else repr(value)
+    return text if len(text) <= 40 else f"{text[:12]}... ({len(text)} characters)"
+
+
 def check_fields(cfg: Mapping[str, Any], name: str) -> None:
     """Every size field present is a non-negative integer within its bound; flags are booleans."""
     for key, bound in _limits()["max"].items():
         value = cfg.get(key)
         if value is None:
             continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-                or int(value) != value or value < 0:
-            raise PlannerError(f"config for '{name}': {key} must be a non-negative integer, got {value!r}")
-        if value > bound:
-            raise PlannerError(f"config for '{name}': {key} = {value:,} is past any real model (limit {bound:,}); "
-                               "check the config.json")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                or (isinstance(value, float) and (not math.isfinite(value) or int(value) != value)) or value < 0:
+            raise PlannerError(f"config for '{name}': {key} must be a non-negative integer, got {_shown(value)}")
+        if value > bound:  # compared as ints: a 400-digit integer does not fit a float
+            raise PlannerError(f"config for '{name}': {key} = {_shown(value)} is past any real model "
+                               f"(limit {bound:,}); check the config.json")
+    for key in _NONZERO_COUNTS:
+        if cfg.get(key) == 0:
+            raise PlannerError(f"config for '{name}': {key} is 0; no model can be built with it (leave the field "
+                               "out for the architecture's default, or give the real count)")
     for key in _BOOLEAN_FIELDS:
         if cfg.get(key) is not None and not isinstance(cfg[key], bool):
             raise PlannerError(f"config for '{name}': {key} must be true or false, got {cfg[key]!r}")
@@ -115,3 +130,25 @@ def check_invariants(*, name: str, hidden: int, heads: int, kv_heads: int, layer
     if layer_types is not None and (not isinstance(layer_types, list) or len(layer_types) != layers
                                     or not all(isinstance(t, str) for t in layer_types)):
         raise PlannerError(f"{prefix} layer_types must list one attention type per layer ({layers})")
+    unknown = sorted({t for t in layer_types or () if t not in LAYER_TYPES})
+    if unknown:
+        raise PlannerError(f"{prefix} layer_types holds {', '.join(repr(t[:40]) for t in unknown[:3])}; this planner "
+                           f"models {', '.join(LAYER_TYPES)} layers")
+
+
+def quantized_checkpoint_note(cfg: Mapping[str, Any]) -> str | None:
+    """A note when config.json says the checkpoint is already quantized (GPTQ, AWQ, bitsandbytes...).
+
+    The estimate sizes weights by --mode/--precision, not by the checkpoint's own format; modelling
+    pre-quantized serving is another issue's work, so until then the user is told, never left to guess.
+    """
+    qc = cfg.get("quantization_config")
+    if not isinstance(qc, Mapping) or not qc:
+        return None
+    method = str(qc.get("quant_method") or ("bitsandbytes" if "load_in_4bit" in qc or "load_in_8bit" in qc
+                                             else "unknown"))[:40]
+    bits = qc.get("bits") or (4 if qc.get("load_in_4bit") else 8 if qc.get("load_in_8bit") else None)
+    shown = f"{method}{f', {bits}-bit' if isinstance(bits, int) and not isinstance(bits, bool) else ''}"
+    return (f"config.json holds a quantization_config ({shown}): this checkpoint is already quantized, but the "
+            "estimate sizes its weights by --mode/--precision as if unquantized (pre-quantized checkpoints are "
+            "not modelled yet); for QLoRA-style 4-bit training pass the unquantized model with --mode qlora")

@@ -22,6 +22,7 @@ from . import activations as act
 from . import steptrace
 from .allocator import AllocatorReplay, replay
 from .breakdown import DeferredEstimate, MemoryTerm
+from .config_checks import quantized_checkpoint_note
 from .job import Job
 from .params import ParamCounts, layer_layouts
 from .seed import seed_rule
@@ -89,6 +90,9 @@ def build_estimate(spec: ModelSpec, params: ParamCounts, job: Job) -> DeferredEs
                 "total_bytes": reserved + out_of_pool + tolerance}
 
     n_train = trainable_params(spec, params, job)
+    quantized = quantized_checkpoint_note(spec.config)  # issue 19: never silent about it
+    if quantized:
+        notes = notes + (quantized,)
     if spec.is_moe:
         notes = notes + ("MoE: transformers 5 stores experts as fused 3D parameters; bitsandbytes leaves them "
                          "(and the router) in 16-bit, and PEFT's all-linear wraps them for Mixtral, Qwen3-MoE and "

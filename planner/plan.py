@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from enum import Enum
 from typing import Any, Mapping
 
+from .credentials import credential_problem
 from .errors import PlannerError
 from .job import Job
 
@@ -128,6 +129,12 @@ class RunSettings:
             raise PlannerError("--save-steps and logging steps must be positive")
         if self.learning_rate is not None and self.learning_rate <= 0:
             raise PlannerError(f"--learning-rate must be positive, got {self.learning_rate}")
+        for name in ("experiment", "model", "dataset", "eval_dataset", "output_dir", "adapter_name", "checkpoint_dir"):
+            value = getattr(self, name)
+            problem = credential_problem(value) if isinstance(value, str) else None
+            if problem:  # plan.json goes to S3, run.json and MLflow: a credential there is stored in clear
+                raise PlannerError(f"--{name.replace('_', '-')} {problem}; nothing was written: give the value "
+                                   "without it (credentials go in the environment, e.g. MLFLOW_TRACKING_PASSWORD)")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

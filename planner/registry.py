@@ -15,6 +15,7 @@ from typing import Any
 
 from .config_checks import parse_config_json
 from .errors import PlannerError
+from .safe_io import read_bytes
 from .spec import ModelSpec, spec_from_config
 
 MODELS_DIR = Path(__file__).parent / "models"
@@ -62,11 +63,7 @@ def _from_doc(doc: dict[str, Any], variant: str | None = None) -> ModelSpec:
 
 
 def _read_json(path: Path) -> Any:
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise PlannerError(f"cannot read {path}: {exc.strerror}") from None
-    return parse_config_json(raw, str(path))
+    return parse_config_json(read_bytes(path, "model config"), str(path))  # no FIFO, no /dev/zero
 
 
 def load_local(path: str | os.PathLike[str]) -> ModelSpec:

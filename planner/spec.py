@@ -118,7 +118,8 @@ def spec_from_config(config: Mapping[str, Any], *, name: str, hf_id: str | None 
     if "text_config" in cfg and "hidden_size" not in cfg and isinstance(cfg["text_config"], Mapping):
         outer = cfg.get("model_type")
         inner = cfg["text_config"].get("model_type") or _TEXT_PART.get(outer, outer)
-        cfg = {**cfg["text_config"], "model_type": inner}
+        cfg = {**cfg["text_config"], "model_type": inner,
+               **({"quantization_config": cfg["quantization_config"]} if "quantization_config" in cfg else {})}
     defaults = architecture_defaults().get(str(cfg.get("model_type")), {})
     for key in _REQUIRED:  # Gemma 3's multimodal configs omit vocab_size in text_config
         if key not in cfg and key in defaults:

@@ -16,6 +16,7 @@ from typing import Any, Iterable
 
 from planner.errors import PlannerError
 from planner.hardware import Gpu, load_gpus
+from planner.safe_io import regular_file
 
 DATA_DIR = Path(__file__).parent / "data"
 USER_PRICES = "prices.csv"
@@ -222,6 +223,8 @@ def age_days(as_of: str, today: date) -> int | None:
 
 
 def _rows(path: Path, required: Iterable[str]) -> list[tuple[int, dict[str, str]]]:
+    if Path(path).exists():
+        regular_file(path, "price file")  # a FIFO or /dev/zero would hang the read
     try:
         with open(path, newline="", encoding="utf-8") as fh:
             reader = csv.DictReader(fh)

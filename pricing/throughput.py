@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from planner.errors import PlannerError
+from planner.safe_io import regular_file
 
 from .catalog import DATA_DIR
 
@@ -71,6 +72,8 @@ class Cell:
 
 
 def _read(path: Path) -> list[dict[str, str]]:
+    if Path(path).exists():
+        regular_file(path, "pricing data file")  # a FIFO or /dev/zero would hang the read
     try:
         with open(path, newline="", encoding="utf-8") as fh:
             return list(csv.DictReader(fh))

@@ -18,6 +18,7 @@ from typing import Any
 from planner.errors import PlannerError
 
 from planner.plan import Machine, Plan, RunSettings, plan_for
+from planner.safe_io import check_output_target, mark_output
 
 from .. import lifeline
 from ..execute import local_path, run_settings
@@ -103,6 +104,9 @@ def _write(path: Path, text: str) -> Path:
     return path
 
 
+EMIT_KIND = "launch-config"  # the marker's word for an --emit-config folder (planner/safe_io.py)
+
+
 @dataclass(frozen=True)
 class Emitted:
     """What ``emit`` wrote: the launch config, the files, and whether accelerate validated them."""
@@ -119,7 +123,7 @@ class Emitted:
 
 def emit(model_name: str, est: Any, costs: Any, opts: Any) -> Emitted:
     """``plan MODEL ... --emit-config DIR``: write the launch files for the priced plan."""
-    dir = Path(opts.emit_config)
+    dir = check_output_target(opts.emit_config, flag="--emit-config", kind=EMIT_KIND)
     entry = ("--plan", "{dir}/" + PLAN_FILE)
     machine = recommended_machine(costs)
     cfg = plan_launch(est, machine, entry_args=entry)
@@ -132,14 +136,17 @@ def emit(model_name: str, est: Any, costs: Any, opts: Any) -> Emitted:
     settings = run_settings(opts, model=model_name, dataset=local_path(opts.dataset), output_dir=out)
     plan = plan_document(model_name, est, cfg, settings, machine)
     written = write_launch(cfg, dir, plan, alternative)
+    mark_output(dir, EMIT_KIND)
     return Emitted(cfg, dir, tuple(written), validate_dir(dir))
 
 
 def validate_dir(dir: Path) -> bool:
     """Load the written config(s) with accelerate; False when accelerate is not installed."""
-    try:
+    try:  # validate.py imports accelerate only inside validate_config: ask for it here
+        import accelerate  # noqa: F401
+
         from .validate import validate_config
-    except ImportError:  # pragma: no cover - accelerate missing
+    except ImportError:  # the light install: the files are written, unvalidated (the CLI says so)
         return False
     for path in (dir / ACCELERATE_FILE, dir / "deepspeed" / ACCELERATE_FILE, dir / "fsdp" / ACCELERATE_FILE):
         if path.exists():

@@ -21,9 +21,20 @@ def boto_session(region: str | None) -> Any:
     """A boto3 session for ``region`` (or the configured default), with credentials checked."""
     from pricing.refresh import bounded_session  # bounded connect/read timeouts and retries (issue 13)
 
+    from botocore.exceptions import InvalidRegionError
+    from botocore.utils import validate_region_name
+
+    if region is not None and not region.strip():
+        raise SageMakerError("--region is empty; pass an AWS region name (e.g. us-east-1)")
     session = bounded_session(region)
     if not session.region_name:
         raise SageMakerError(NO_REGION)
+    try:  # botocore's own check, done here so a malformed name is one line, not a traceback
+        validate_region_name(session.region_name)
+    except InvalidRegionError:
+        shown = " ".join(session.region_name.split())[:40]
+        raise SageMakerError(f"'{shown}' is not an AWS region name (e.g. us-east-1): fix --region or "
+                             "AWS_DEFAULT_REGION") from None
     if session.get_credentials() is None:
         raise SageMakerError(NO_CREDENTIALS)
     return session

@@ -7,7 +7,6 @@ the adapter in ``backend.store.AdapterStore`` under its base model.
 """
 from __future__ import annotations
 
-import json
 import tarfile
 import tempfile
 import time
@@ -15,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from .. import run_record
 from .errors import SageMakerError, aws_errors
 
 TERMINAL = ("Completed", "Failed", "Stopped")
@@ -177,7 +177,11 @@ def fetch(name: str, adapter_name: str | None = None, *, session: Any = None, re
             raise SageMakerError(f"cannot unpack {info.model_artifacts}: {exc}") from None
         adapter = _find_adapter(out)
         run_file = next(iter(sorted(out.rglob("run.json"))), None)
-        run = json.loads(run_file.read_text()) if run_file else {}
+        try:
+            run = run_record.load_file(run_file) if run_file else {}
+        except run_record.DamagedRecord as exc:
+            raise SageMakerError(f"job {name}'s artifact holds a damaged run.json ({exc}); "
+                                 "nothing was registered") from None
         run_base = run.get("base_model")
         base = info.tags.get("plan:model") or (run_base.get("name") if isinstance(run_base, dict) else run_base) or ""
         if not base:

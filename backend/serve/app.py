@@ -18,7 +18,7 @@ from typing import Any, AsyncIterator, Callable
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .batching import BatchScheduler, Failure, Finish, Sequence, Token
@@ -184,8 +184,14 @@ def create_app(host: AdapterHost, scheduler: BatchScheduler, settings: ServeSett
             {"id": mid, "object": "model", "created": 0, "owned_by": "plan-serve", "root": mid, "parent": parent}
             for mid, parent in host.model_ids()]}
 
-    async def generate(kind: str, req: CompletionRequest | ChatRequest) -> Any:
+    async def generate(kind: str, req: CompletionRequest | ChatRequest, request: Request) -> Any:
         host.row_name(req.model)  # an unknown model is a 404 before any work
+        rows = (1 if isinstance(req, ChatRequest) or isinstance(req.prompt, str) else len(req.prompt)) * (req.n or 1)
+        if rows > scheduler.max_batch_size:  # one request must not hold the model for everyone else
+            raise ApiError(400, f"this request asks for {rows} sequences (prompts x n); this server generates at "
+                                f"most {scheduler.max_batch_size} per request (--max-batch-size): split it",
+                           param="prompt" if isinstance(req, CompletionRequest) and req.n in (None, 1) else "n",
+                           code="too_many_sequences")
         if isinstance(req, ChatRequest):
             prompts = [host.chat_prompt_ids([{"role": m.role, "content": m.text()} for m in req.messages])]
             logprobs = bool(req.logprobs)
@@ -197,23 +203,20 @@ def create_app(host: AdapterHost, scheduler: BatchScheduler, settings: ServeSett
         run = _Run(scheduler, req.model, prompts, params, req.n or 1)
         prompt_tokens = [len(ids) for ids in prompts]
         if not req.stream:
-            try:
-                async for _ in run.events():
-                    pass
-            finally:
-                run.cancel()
+            if not await _collect_unless_gone(run, request):
+                return Response(status_code=499)  # nobody reads it: the rows were cancelled
             return completion_body(kind, req.model, run.choices, prompt_tokens, logprobs)
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
         return StreamingResponse(_stream(run, ChunkMaker(kind, req.model, logprobs, include_usage), prompt_tokens),
                                  media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
     @app.post("/v1/completions", response_model=None, responses={200: {"model": Completion}, **ERRORS})
-    async def completions(req: CompletionRequest) -> Any:
-        return await generate("completion", req)
+    async def completions(req: CompletionRequest, request: Request) -> Any:
+        return await generate("completion", req, request)
 
     @app.post("/v1/chat/completions", response_model=None, responses={200: {"model": ChatCompletion}, **ERRORS})
-    async def chat_completions(req: ChatRequest) -> Any:
-        return await generate("chat", req)
+    async def chat_completions(req: ChatRequest, request: Request) -> Any:
+        return await generate("chat", req, request)
 
     def runtime_loading() -> None:
         if not settings.allow_runtime_adapters:
@@ -243,6 +246,33 @@ def create_app(host: AdapterHost, scheduler: BatchScheduler, settings: ServeSett
 
     app.openapi = openapi  # type: ignore[method-assign]
     return app
+
+
+async def _collect_unless_gone(run: _Run, request: Request) -> bool:
+    """Wait for every event of ``run``; False (its rows cancelled) if the client disconnects first.
+
+    The body is read by now, so the next ASGI ``receive()`` returns only when the client goes away
+    (``http.disconnect``); a streamed reply learns the same from its failed writes.
+    """
+    async def drain() -> None:
+        async for _ in run.events():
+            pass
+
+    async def gone() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    work, watch = asyncio.ensure_future(drain()), asyncio.ensure_future(gone())
+    try:
+        await asyncio.wait({work, watch}, return_when=asyncio.FIRST_COMPLETED)
+        if work.done():
+            work.result()  # a Failure's ApiError goes to its handler
+            return True
+        return False
+    finally:
+        for task in (work, watch):
+            task.cancel()
+        run.cancel()
 
 
 async def _stream(run: _Run, chunks: ChunkMaker, prompt_tokens: list[int]) -> AsyncIterator[str]:

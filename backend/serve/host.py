@@ -78,15 +78,18 @@ class AdapterHost:
         """``path`` resolved inside an adapter root, or a 403 that is the same whether it exists or not."""
         refusal = ApiError(403, "lora_path must name a folder inside one of the server's --adapter-root "
                                 "folders", param="lora_path", code="path_not_allowed")
-        given = Path(path).expanduser()
-        inside = []
-        for root in self.roots:  # a relative path is looked up in each root in turn
-            real = Path(os.path.realpath(given if given.is_absolute() else root / given))
-            if real == root or root in real.parents:
-                inside.append(real)
-        if not inside:
-            raise refusal
-        return next((p for p in inside if p.is_dir()), inside[0])
+        try:  # '~nobody/x' (RuntimeError), a NUL (ValueError), a name past NAME_MAX (OSError): refused alike
+            given = Path(path).expanduser()
+            inside = []
+            for root in self.roots:  # a relative path is looked up in each root in turn
+                real = Path(os.path.realpath(given if given.is_absolute() else root / given))
+                if real == root or root in real.parents:
+                    inside.append(real)
+            if not inside:
+                raise refusal
+            return next((p for p in inside if p.is_dir()), inside[0])
+        except (OSError, ValueError, RuntimeError):
+            raise refusal from None
 
     def _shown(self, directory: Path) -> str:
         """A directory as responses may show it: relative to its root, never absolute."""
@@ -165,7 +168,14 @@ class AdapterHost:
         if not getattr(self.tokenizer, "chat_template", None):
             raise ApiError(400, f"the tokenizer of {self.base_name} has no chat template; "
                                 "use /v1/completions with a plain prompt")
-        text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        try:
+            text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        except Exception as exc:  # jinja2's TemplateError from raise_exception(): "roles must alternate", ...
+            if type(exc).__module__.split(".")[0] != "jinja2":
+                raise
+            raise ApiError(400, f"the chat template of {self.base_name} refused these messages: "
+                                f"{str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__}",
+                           param="messages") from None
         return self.prompt_ids(text, add_special_tokens=False, param="messages")
 
     def prompt_ids(self, text: str, *, add_special_tokens: bool = True, param: str = "prompt") -> list[int]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from planner.errors import PlannerError
 
@@ -21,6 +21,33 @@ MAX_STOP_SEQUENCES = 4           # as in the OpenAI API
 MAX_CHOICES = 16                 # n: more choices are more rows of one batch; refuse beyond
 GREEDY_BELOW = 1e-5              # temperatures below this decode greedily (vLLM's _SAMPLING_EPS)
 SEED_RANGE = (-(2 ** 63), 2 ** 64 - 1)   # what torch.Generator.manual_seed accepts
+
+
+MAX_NAME_CHARS = 256            # a model or adapter name
+MAX_PATH_CHARS = 1024           # lora_path: well under PATH_MAX (4096), so the OS never answers ENAMETOOLONG
+
+
+def _text(value: str) -> str:
+    """Text the tokenizer can encode: no lone surrogate (JSON's "\\ud800" decodes to one; the fast
+    tokenizers' UTF-8 conversion raises on it)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"holds a lone surrogate (U+{ord(value[exc.start]):04X}) at {exc.start}; "
+                         "send valid UTF-8 text") from None
+    return value
+
+
+def _path_text(value: str) -> str:
+    """A path the filesystem can take: text without NUL (os calls raise on it)."""
+    if "\0" in _text(value):
+        raise ValueError("holds a NUL character")
+    return value
+
+
+Text = Annotated[str, AfterValidator(_text)]
+Name = Annotated[str, Field(min_length=1, max_length=MAX_NAME_CHARS), AfterValidator(_path_text)]
+PathText = Annotated[str, Field(min_length=1, max_length=MAX_PATH_CHARS), AfterValidator(_path_text)]
 
 
 class ApiError(PlannerError):
@@ -41,8 +68,8 @@ class _Strict(BaseModel):
 
 
 Penalty = Annotated[float, Field(ge=-2.0, le=2.0, allow_inf_nan=False)]
-Stop = Union[Annotated[str, Field(min_length=1)],
-             Annotated[list[Annotated[str, Field(min_length=1)]], Field(max_length=MAX_STOP_SEQUENCES)]]
+Stop = Union[Annotated[Text, Field(min_length=1)],
+             Annotated[list[Annotated[Text, Field(min_length=1)]], Field(max_length=MAX_STOP_SEQUENCES)]]
 
 
 class StreamOptions(_Strict):
@@ -52,7 +79,7 @@ class StreamOptions(_Strict):
 class _Sampling(_Strict):
     """The fields both endpoints share."""
 
-    model: Annotated[str, Field(min_length=1, description="an adapter name, or the base model's name")]
+    model: Annotated[Name, Field(description="an adapter name, or the base model's name")]
     max_tokens: Optional[Annotated[int, Field(ge=1)]] = None
     temperature: Optional[Annotated[float, Field(ge=0.0, le=2.0, allow_inf_nan=False)]] = None
     top_p: Optional[Annotated[float, Field(gt=0.0, le=1.0, allow_inf_nan=False)]] = None
@@ -63,7 +90,7 @@ class _Sampling(_Strict):
     seed: Optional[Annotated[int, Field(ge=SEED_RANGE[0], le=SEED_RANGE[1])]] = None
     presence_penalty: Optional[Penalty] = None
     frequency_penalty: Optional[Penalty] = None
-    user: Optional[str] = Field(None, description="accepted for compatibility; it does not change the output")
+    user: Optional[Text] = Field(None, description="accepted for compatibility; it does not change the output")
 
     @model_validator(mode="after")
     def _stream_options_need_stream(self) -> "_Sampling":
@@ -75,7 +102,7 @@ class _Sampling(_Strict):
 class CompletionRequest(_Sampling):
     """``POST /v1/completions``: one choice per prompt (times ``n``)."""
 
-    prompt: Union[str, Annotated[list[str], Field(min_length=1)]] = Field(
+    prompt: Union[Text, Annotated[list[Text], Field(min_length=1)]] = Field(
         description="a string or a list of strings (token-id prompts are not supported)")
     logprobs: Optional[Annotated[int, Field(ge=0, le=5)]] = None
     echo: Optional[bool] = None
@@ -98,12 +125,12 @@ class CompletionRequest(_Sampling):
 
 class TextPart(_Strict):
     type: Literal["text"]
-    text: str
+    text: Text
 
 
 class ChatMessage(_Strict):
     role: Literal["system", "developer", "user", "assistant"]
-    content: Union[str, list[TextPart]]
+    content: Union[Text, list[TextPart]]
 
     def text(self) -> str:
         return self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
@@ -127,15 +154,15 @@ class ChatRequest(_Sampling):
 class LoadLoraRequest(_Strict):
     """vLLM's ``POST /v1/load_lora_adapter``."""
 
-    lora_name: Annotated[str, Field(min_length=1)]
-    lora_path: Annotated[str, Field(min_length=1, description="a folder inside one of the --adapter-root folders")]
+    lora_name: Name
+    lora_path: Annotated[PathText, Field(description="a folder inside one of the --adapter-root folders")]
 
 
 class UnloadLoraRequest(_Strict):
     """vLLM's ``POST /v1/unload_lora_adapter`` (``lora_path`` is accepted and not needed)."""
 
-    lora_name: Annotated[str, Field(min_length=1)]
-    lora_path: Optional[str] = None
+    lora_name: Name
+    lora_path: Optional[PathText] = None
 
 
 @dataclass(frozen=True)
@@ -185,10 +212,16 @@ def sampling_params(req: CompletionRequest | ChatRequest, prompt_tokens: int, co
                           frequency_penalty=req.frequency_penalty or 0.0, logprobs=logprobs)
 
 
+def _validator_step(part: str) -> bool:
+    return "[" in part or part in ("str", "int", "float", "bool", "list", "dict")
+
+
 def validation_error(errors: list[dict[str, Any]]) -> ApiError:
     """pydantic's errors as one OpenAI-style 400 naming the first offending parameter."""
     first = errors[0] if errors else {"loc": (), "msg": "invalid request", "type": ""}
-    loc = [str(p) for p in first.get("loc", ()) if p != "body"]
+    # pydantic names the validators of a union or an Annotated type in the path ("function-after[...]",
+    # "list[str]", "str"): only field names and indices are the client's
+    loc = [str(p) for p in first.get("loc", ()) if p != "body" and not _validator_step(str(p))]
     param = loc[0] if loc and not loc[0].isdigit() else None
     where = ".".join(loc)
     if first.get("type") == "extra_forbidden":

@@ -7,6 +7,8 @@ library (PlannerError and its kin) become one line on stderr and exit code 2; se
 """
 from __future__ import annotations
 
+import codecs
+import errno
 import os
 import sys
 import warnings
@@ -41,7 +43,7 @@ app = typer.Typer(
 # Each command module registers itself on ``app`` when imported (merge_cmd on adapters_cmd's group).
 # The order here is the order of `plan --help`.
 from . import plan_cmd, models_cmd, prices_cmd, adapters_cmd, merge_cmd, jobs_cmd  # noqa: E402,F401
-from . import serve_cmd, eval_cmd, deploy_cmd  # noqa: E402,F401
+from . import serve_cmd, eval_cmd, deploy_cmd, bench_cmd  # noqa: E402,F401
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
@@ -74,6 +76,11 @@ def _show_warning(message, category, filename, lineno, file=None, line=None, _de
         _default(message, category, filename, lineno, file, line)
 
 
+def _one_line(message: str) -> str:
+    """A newline in a user's value must not split the one error line: shown escaped, as repr does."""
+    return message.replace("\r", "\\r").replace("\n", "\\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point: run the app, translating user errors at this one boundary."""
     debug = bool(os.environ.get("PLAN_DEBUG"))
@@ -85,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     except user_errors() as exc:
         if debug:
             raise
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {_one_line(str(exc))}", file=sys.stderr)
         return 2
     except _click_types("Abort"):
         print("aborted", file=sys.stderr)
@@ -96,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if debug:
             raise
-        print(f"error: {exc.format_message()}", file=sys.stderr)  # type: ignore[attr-defined]
+        print(f"error: {_one_line(exc.format_message())}", file=sys.stderr)  # type: ignore[attr-defined]
         return getattr(exc, "exit_code", 2) or 2
     except _click_types("Exit") as exc:
         return getattr(exc, "exit_code", 0)
@@ -106,11 +113,51 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+# What the tables and notes print, spelled in ASCII for a console that cannot show it.
+_ASCII = {"\u00b7": ".", "\u00d7": "x", "\u2588": "#", "\u258c": "|", "\u00b1": "+/-", "\u2026": "...",
+          "\u2013": "-", "\u2014": "-", "\u2192": "->", "\u2264": "<=", "\u2265": ">=", "\u2248": "~"}
+
+
+def _ascii_fallback(exc: UnicodeError) -> tuple[str, int]:
+    if not isinstance(exc, UnicodeEncodeError):
+        raise exc
+    return "".join(_ASCII.get(c, "?") for c in exc.object[exc.start:exc.end]), exc.end
+
+
+codecs.register_error("plan-ascii", _ascii_fallback)
+
+
+def _survivable_streams() -> str | None:
+    """Output that survives its console (issue 19): a console that cannot encode a character gets
+    its ASCII spelling (_ASCII, else '?') (rich already draws ASCII boxes there), and a closed stdout is one error line."""
+    for stream in (sys.stdout, sys.stderr):
+        encoding = (getattr(stream, "encoding", None) or "").lower().replace("-", "")
+        if stream is None or not hasattr(stream, "reconfigure"):
+            continue
+        if not encoding.startswith("utf"):
+            stream.reconfigure(errors="plan-ascii")
+        elif stream.errors == "strict":  # a non-UTF-8 file name from argv prints as the bytes it was
+            stream.reconfigure(errors="surrogateescape")
+    if sys.stdout is None:
+        return "stdout is closed, so the results have nowhere to go; run with stdout open (e.g. > FILE)"
+    return None
+
+
 def run() -> None:  # pragma: no cover - console script wrapper
+    problem = _survivable_streams()
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        sys.exit(2)
     try:
         code = main()
         sys.stdout.flush()
     except BrokenPipeError:  # `plan ... | head`: the reader left; not an error worth a traceback
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         code = 0
+    except OSError as exc:  # stdout on a full disk, /dev/full, a dead terminal: say so, no traceback
+        if exc.errno not in (errno.ENOSPC, errno.EIO, errno.EBADF, errno.EDQUOT):
+            raise
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit flush must not fail again
+        print(f"error: cannot write the output: {exc.strerror}", file=sys.stderr)
+        code = 1
     sys.exit(code)

@@ -74,7 +74,7 @@ def plan(
     serving: ServingFlags = ServingFlags(),
 ) -> None:
     """Estimate GPU memory for MODEL and MODE, find the cheapest machine, optionally run it."""
-    from .validate import check_flags, context_note, plan_conflicts  # issue 13: numbers and combinations
+    from .validate import check_flags, context_note, ignored_flags, plan_conflicts  # issues 13, 19
     check_flags(ctx)
     if serving.engine != "transformers" or serving.given():
         from .serving_request import run_serving
@@ -82,6 +82,7 @@ def plan(
                            region=region, spot=spot, max_gpus=max_gpus, no_pricing=no_pricing, as_json=as_json,
                            currency=currency, usd_rate=usd_rate)
     plan_conflicts(ctx)
+    ignored_flags(ctx)
     from ..estimate import estimate  # not needed by --engine vllm: imported here to keep that path light
     from ..job import Job
     job = Job(mode=mode, precision=precision, seq_len=seq_len, batch_size=batch_size,

@@ -76,6 +76,9 @@ def serve(
         raise PlannerError(f"--engine must be local or vllm, got '{engine}'")
     if allow_runtime_adapters and not adapter_root:
         raise PlannerError("--allow-runtime-adapters needs at least one --adapter-root DIR to confine loads to")
+    if adapter_root and not allow_runtime_adapters:  # issue 19: no flag silently ignored
+        raise PlannerError("--adapter-root does nothing here: it confines runtime loads, which need "
+                           "--allow-runtime-adapters")
     if max_loras is not None and (max_loras < 1 or len(specs) > max_loras):
         raise PlannerError(f"--max-loras must be at least 1 and at least the {len(specs)} adapters given, got {max_loras}")
     if max_lora_rank is not None and engine != "vllm":

@@ -76,6 +76,9 @@ _TYPES = {"engine": str, "engine_version": Optional[str], "tensor_parallel_size"
           "request_rate": Optional[float], "ttft_ms": Optional[float], "itl_ms": Optional[float]}
 
 
+SERVING_FLAG_NAMES = tuple(f.name for f in fields(ServingFlags))
+
+
 def _option(name: str) -> Any:
     flag = "--" + name.replace("_", "-")
     default = ServingFlags.__dataclass_fields__[name].default

@@ -68,6 +68,10 @@ def run_serving(ctx: Any, model: str, flags: ServingFlags, *, mode: str, precisi
     slo = Slo(flags.ttft_ms, flags.itl_ms)
     hf_id = spec.hf_id or model
     if gpu is not None:
+        cloud = [f"--{n.replace('_', '-')}" for n in ("platform", "region", "max_gpus") if given(ctx, n)]
+        if cloud:
+            raise PlannerError(f"{', '.join(cloud)}: these pick cloud machines; --gpu plans your own GPUs: drop them "
+                               "or drop --gpu")
         if currency is not None or usd_rate is not None:
             raise PlannerError("--currency and --usd-rate convert cloud prices; --gpu plans your own GPUs: drop them")
         if spot or region == "any":

@@ -16,6 +16,7 @@ from typing import Any
 from typer.core import TyperGroup
 
 from ..errors import PlannerError
+from .serving_flags import SERVING_FLAG_NAMES
 
 
 def _num(x: float) -> str:
@@ -149,6 +150,60 @@ def plan_conflicts(ctx: Any) -> None:
     if p.get("restart") and not (p.get("execute") and p.get("backend") == "local"):
         raise PlannerError("--restart starts a local run over (old checkpoints moved aside): use it with "
                            "--execute (--backend local)")
+
+
+# Issue 19: what each flag of ``plan MODEL`` needs to do anything. A flag given without it would be
+# silently ignored, so it is refused in one line saying what it needs. Flags not listed here are
+# used by every estimate (ALWAYS_USED, below); tests/test_flags_used.py enumerates the command's
+# flags and proves each one is in exactly one of the two, and that each rule refuses.
+def _runs(p: dict[str, Any]) -> bool:
+    return bool(p.get("execute")) or p.get("emit_config") is not None
+
+
+def _local(p: dict[str, Any]) -> bool:
+    return bool(p.get("execute")) and p.get("backend") == "local"
+
+
+def _sagemaker(p: dict[str, Any]) -> bool:
+    return bool(p.get("execute")) and p.get("backend") == "sagemaker"
+
+
+FLAG_NEEDS: dict[str, tuple[str, Any]] = {
+    "backend": ("--execute", lambda p: bool(p.get("execute"))),
+    "yes": ("--execute", lambda p: bool(p.get("execute"))),
+    "force": ("--execute --backend local", _local),
+    "output_dir": ("--execute --backend local or --emit-config", lambda p: _local(p) or p.get("emit_config") is not None),
+    "max_steps": ("--execute or --emit-config", _runs),
+    "learning_rate": ("--execute or --emit-config", _runs),
+    "save_steps": ("--execute or --emit-config", _runs),
+    "experiment": ("--execute or --emit-config", _runs),
+    "role": ("--execute --backend sagemaker", _sagemaker),
+    "bucket": ("--execute --backend sagemaker", _sagemaker),
+    "restart": ("--execute (--backend local)", _local),
+    "dry_run": ("--execute --backend sagemaker", _sagemaker),
+    "wait": ("--execute --backend sagemaker (without --dry-run)", lambda p: _sagemaker(p) and not p.get("dry_run")),
+    "platform": ("cloud pricing (not --gpu, which checks your own GPU)", lambda p: not p.get("gpu")),
+    "max_cost": ("cloud pricing or a SageMaker launch (not --gpu)", lambda p: not p.get("gpu") or _sagemaker(p)),
+    "max_lora_rank": ("--mode inference --adapters N", lambda p: bool(p.get("adapters"))),
+}
+# Used by every estimate (or checked elsewhere: --no-pricing's flags, --currency with --usd-rate).
+ALWAYS_USED = ("model", "mode", "precision", "seq_len", "batch_size", "gradient_checkpointing", "lora_r",
+               "lora_alpha", "lora_dropout", "lora_targets", "num_virtual_tokens", "optimizer", "attention",
+               "allocator", "adapters", "region", "spot", "objective", "max_hours", "gpu", "max_gpus", "tokens",
+               "dataset", "epochs", "currency", "usd_rate", "no_pricing", "execute", "emit_config", "as_json",
+               # issue 21's serving flags: used by --engine vllm, each refused in one line without it
+               # (planner/cli/serving_flags.check_serving), so none is ignored
+               *SERVING_FLAG_NAMES)
+
+
+def ignored_flags(ctx: Any) -> None:
+    """Refuse the first flag the user gave that this command line would ignore (FLAG_NEEDS)."""
+    p = ctx.params
+    for name, (needs, used) in FLAG_NEEDS.items():
+        if given(ctx, name) and not used(p):
+            raise PlannerError(f"--{name.replace('_', '-')} does nothing here: it needs {needs}")
+    if given(ctx, "bucket") and not str(p.get("bucket") or "").strip():
+        raise PlannerError("--bucket is empty; pass a bucket name or leave the flag out (the SageMaker default)")
 
 
 def context_note(est: Any) -> str | None:

@@ -166,7 +166,8 @@ def test_kill_9_of_the_launcher_leaves_no_trainer(tmp_path, tiny_model, facts_fi
     assert child != parent.pid and not gone(child)
     parent.send_signal(signal.SIGKILL)
     parent.wait()
-    wait_until(lambda: gone(child), 10, f"trainer {child} still running after its launcher was killed")
+    # Bounded waits, generous for a busy machine: the trainer may be inside a step when SIGTERM comes.
+    wait_until(lambda: gone(child), 120, f"trainer {child} still running after its launcher was killed")
     record = json.loads((out / "run.json").read_text())
     assert record["status"] == "failed" and record["reason"].startswith("terminated (exit 143")
     assert not (out / FILE).exists()  # released on the way out
@@ -189,7 +190,7 @@ def test_the_watchdog_alone_ends_an_orphaned_trainer(tmp_path):
     assert not gone(child)
     parent.send_signal(signal.SIGKILL)
     parent.wait()
-    wait_until(lambda: gone(child), 10, f"watched child {child} still running after its parent was killed")
+    wait_until(lambda: gone(child), 60, f"watched child {child} still running after its parent was killed")
 
 
 def test_plan_execute_on_a_held_folder_is_refused_before_confirmation(tmp_path, capsys, tiny_model):

@@ -375,3 +375,9 @@ def test_what_would_on_own_gpus_is_replanned():
     ww = {x["change"]: x for x in d["what_would"]}
     fp8 = next(v for k, v in ww.items() if k.startswith("--quantization fp8"))
     assert fp8["fits"] and fp8["meets_slo"] and fp8["performance"]["itl_ms"] <= 40
+
+
+@pytest.mark.parametrize("flag", [["--platform", "ec2"], ["--region", "us-west-2"], ["--max-gpus", "2"]])
+def test_cloud_flags_with_own_gpus_refused(flag):
+    r = _cli("llama3.1-8b", "--engine", "vllm", "--gpu", "L4", "--max-model-len", "4096", *flag)
+    assert r.returncode == 2 and flag[0] in r.stderr and len(r.stderr.strip().splitlines()) == 1

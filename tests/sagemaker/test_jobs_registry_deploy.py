@@ -130,3 +130,25 @@ def test_deploy_errors(aws, job, capsys):
     with pytest.raises(SageMakerError, match="approval must be one of"):
         from backend.sagemaker.registry import register_job
         register_job(job, session=aws.session, approval="Yes")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("damaged", [b"not json", b"[1, 2]", b"\xff\xfe\x00", b'{"global_step": "five"}',
+                                     b'{"base_model": 7}', b'{"metrics": [1]}', b'{"a": ' + b"9" * 5000 + b"}"])
+def test_fetch_refuses_an_artifact_with_a_damaged_run_json(aws, job, capsys, damaged):
+    """The artifact comes from a container (untrusted): its run.json goes through the typed reader."""
+    from backend.store import AdapterStore
+
+    uri = aws.client("sagemaker").describe_training_job(TrainingJobName=job)["ModelArtifacts"]["S3ModelArtifacts"]
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for fname, data in {**ADAPTER_FILES, "run.json": damaged}.items():
+            info = tarfile.TarInfo(fname)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    bucket, key = uri[5:].split("/", 1)
+    aws.client("s3").put_object(Bucket=bucket, Key=key, Body=buf.getvalue())
+    code, _, err = cli(capsys, "jobs", "fetch", job, "--name", "bad-adapter")
+    assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert "damaged run.json" in err and "nothing was registered" in err
+    assert "bad-adapter" not in [r.name for r in AdapterStore().list()]
