@@ -407,6 +407,24 @@ def record_text(data: dict[str, Any], fmt: str) -> str:
     return " ".join(m["content"] for m in data["messages"])
 
 
+def dropped_at(ds: DataSet, tokenizer: Any, seq_len: int) -> int:
+    """Records TRL's SFTTrainer drops at ``seq_len``: it truncates prompt + completion to the length
+    (keep_start) and drops examples with no trained token left (trl/trainer/sft_trainer.py, "Drop
+    examples left fully masked by truncation"). Only a prompt-completion record can lose all of them,
+    when its prompt alone fills the length; text and messages records train on every token."""
+    if ds.format != "prompt-completion":
+        return 0
+    prompts = [r.data["prompt"] for r in ds.records if isinstance(r.data.get("prompt"), str)]
+    if not prompts:
+        return 0  # conversational prompts: the trainer counts them after TRL prepares the data
+    return sum(len(ids) >= seq_len for ids in tokenizer(prompts)["input_ids"])
+
+
+def no_survivors(given: int, seq_len: int) -> str:
+    return (f"all {given} training records have no trained token within --seq-len {seq_len} (their prompt alone "
+            "fills it, so TRL drops them): raise --seq-len or shorten the prompts")
+
+
 def count_tokens(ds: DataSet, tokenizer: Any = None) -> int:
     """Tokens in one split: exact with a tokenizer (chat template applied for messages),
     else estimated at CHARS_PER_TOKEN characters per token."""

@@ -24,7 +24,7 @@ from planner.plan import Machine, Plan, Strategy
 from planner.safe_io import mark_output
 
 from . import lifeline, run_record, runlock
-from .data import count_tokens, load_training_data
+from .data import count_tokens, dropped_at, load_training_data, no_survivors
 from .execute import ExecuteOptions, default_output_dir, training_plan
 
 
@@ -124,6 +124,24 @@ def check_output_dir(out: Path, restart: bool = False) -> str | None:
     return f"{out} holds an unfinished run: resuming from its last complete checkpoint"
 
 
+def survivors_note(model: str, data: Any, seq_len: int) -> list[str]:
+    """The preflight's count of records TRL would drop at --seq-len, with the model's own tokenizer:
+    all of them is refused here (not two minutes later as num_samples=0), some is a note. Without
+    the tokenizer (a Hub id offline) the training process counts them after TRL prepares the data."""
+    try:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(model)
+    except Exception:  # noqa: BLE001 - any failure here is the trainer's to report, with its own message
+        return []
+    dropped = dropped_at(data.train, tokenizer, seq_len)
+    given = len(data.train.records)
+    if dropped == given:
+        raise PlannerError(no_survivors(given, seq_len))
+    return [f"{dropped} of {given} training records will be dropped: their prompt fills --seq-len {seq_len}, "
+            "leaving no trained token (TRL's truncation)"] if dropped else []
+
+
 @dataclass(frozen=True)
 class LocalRun:
     """A checked local run, ready to start: what the CLI shows before asking for confirmation."""
@@ -166,6 +184,7 @@ def prepare(model_name: str, est: Any, opts: ExecuteOptions) -> LocalRun:
         fit_notes = check_fit(est, gpu, opts.force)
     notes += fit_notes
     plan = training_plan(model_name, est, opts, out, machine)
+    notes += survivors_note(plan.training.model, data, est.job.seq_len)
     tokens = count_tokens(data.train)
     summary = (f"train {plan.training.model} ({est.job.mode}, {est.job.precision}) on "
                f"{len(data.train.records)} {data.train.format} records (~{tokens:,} tokens"

@@ -27,7 +27,7 @@ if __package__ in (None, ""):  # run as a file (SageMaker runs source_dir/backen
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from backend import checkpoints, lifeline, run_identity, run_record, runlock  # noqa: E402
-from backend.data import TrainingData, count_tokens, hf_datasets, preflight  # noqa: E402
+from backend.data import TrainingData, count_tokens, hf_datasets, no_survivors, preflight  # noqa: E402
 from backend.recipes import Recipe, recipe_for  # noqa: E402
 from planner.errors import PlannerError  # noqa: E402
 from planner.safe_io import mark_output, read_text  # noqa: E402
@@ -202,8 +202,7 @@ def check_survivors(run: Run, given: int, kept: int) -> None:
     the length): refuse when none survive (else the Trainer dies on num_samples=0), note the dropped."""
     seq_len = run.plan.job.seq_len
     if kept == 0:
-        raise PlannerError(f"all {given} training records have no trained token within --seq-len {seq_len} (their "
-                           "prompt alone fills it, so TRL drops them): raise --seq-len or shorten the prompts")
+        raise PlannerError(no_survivors(given, seq_len))
     if kept < given:
         note = (f"{given - kept} of {given} training records dropped: their prompt fills --seq-len {seq_len}, "
                 "leaving no trained token (TRL's truncation)")

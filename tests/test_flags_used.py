@@ -84,3 +84,20 @@ def test_flags_that_are_used_still_work(tmp_path):
 def test_serve_adapter_root_without_runtime_loading_is_refused(tmp_path):
     code, err = run_main(["serve", str(tmp_path), "--adapter-root", str(tmp_path)])
     assert code == 2 and "--adapter-root does nothing here" in err and "--allow-runtime-adapters" in err
+
+
+@pytest.mark.parametrize("flag", [["--max-batch-size", "8"], ["--batch-window-ms", "5"], ["--timeout-keep-alive", "9"],
+                                  ["--quiet"]])
+def test_local_engine_flags_with_vllm_are_refused(tmp_path, flag):
+    code, err = run_main(["serve", str(tmp_path), "--engine", "vllm", *flag])
+    assert code == 2 and f"{flag[0]} does nothing here" in err, err
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["prices", "show", "--regions", "--region", "us-east-1"], "--region does nothing here"),
+    (["prices", "show", "--regions", "--platform", "ec2"], "--platform does nothing here"),
+    (["eval", "some-adapter", "--dataset", "d.jsonl", "--no-track", "--experiment", "e"], "--experiment does nothing here"),
+])
+def test_other_commands_refuse_flags_they_would_ignore(argv, needle):
+    code, err = run_main(argv)
+    assert code == 2 and needle in err, err

@@ -7,23 +7,27 @@ argv (argv is visible to every user in ``ps``). Runtime adapter loading is enabl
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from pathlib import Path
 from typing import Sequence
 
 from planner.errors import PlannerError
+from planner.safe_io import read_json_object
 from planner.vllm import RUNTIME_LORA_ENV, VllmCommand, vllm_serve_command
+
+
+MAX_RANK = 1 << 16  # past any LoRA rank in use; bounds what int() and vLLM's --max-lora-rank get
 
 
 def adapter_rank(directory: Path) -> int:
     """The largest LoRA rank in an adapter's ``adapter_config.json`` (``r`` and any ``rank_pattern``)."""
-    try:
-        config = json.loads((Path(directory) / "adapter_config.json").read_text())
-    except (OSError, ValueError) as exc:
-        raise PlannerError(f"cannot read the LoRA rank of {directory}: {exc}") from None
-    ranks = [int(config.get("r") or 0), *map(int, (config.get("rank_pattern") or {}).values())]
+    config = read_json_object(Path(directory) / "adapter_config.json", "adapter config")
+    pattern = config.get("rank_pattern") or {}
+    ranks = [config.get("r") or 0, *(pattern.values() if isinstance(pattern, dict) else [None])]
+    if not all(isinstance(r, int) and not isinstance(r, bool) and 0 <= r <= MAX_RANK for r in ranks):
+        raise PlannerError(f"{directory}/adapter_config.json: 'r' and 'rank_pattern' must be ranks from 0 to "
+                           f"{MAX_RANK}, got {str(ranks)[:80]}")
     return max(ranks)
 
 

@@ -39,6 +39,9 @@ def eval_adapter(
     optionally lm-eval tasks (standard benchmarks or local YAMLs) with and without the adapter."""
     from .validate import check_flags, require_extra
     check_flags(ctx)
+    if experiment is not None and not track:  # issue 19: no flag silently ignored
+        raise PlannerError("--experiment does nothing here: it names the MLflow experiment, and --no-track "
+                           "turns tracking off")
     require_extra("plan eval", "train", "torch", "transformers", "peft")
     if lm_eval_tasks:
         require_extra("plan eval --lm-eval-tasks", "eval", "lm_eval")

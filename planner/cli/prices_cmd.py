@@ -48,6 +48,9 @@ def show_cmd(
     from pricing.catalog import STALE_AFTER_DAYS, age_days, load_catalog
     from planner.errors import PlannerError
 
+    if regions and (region is not None or platform is not None):  # issue 19: no flag silently ignored
+        raise PlannerError(f"--{'region' if region is not None else 'platform'} does nothing here: --regions lists "
+                           "the regions, not prices")
     catalog = load_catalog()
     if regions:
         rows = [{"region": r.region, "name": r.name} for r in catalog.regions]

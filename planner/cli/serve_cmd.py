@@ -65,7 +65,7 @@ def serve(
     quiet: bool = typer.Option(False, "--quiet", help="Do not log each request."),
 ) -> None:
     """Serve MODEL and its adapters over an OpenAI-compatible API; `model` in a request picks the adapter."""
-    from .validate import check_flags, require_extra
+    from .validate import check_flags, given, require_extra
     check_flags(ctx)
     if engine == "local":
         require_extra("plan serve", "serve", "fastapi", "uvicorn", "pydantic", "torch", "transformers", "peft")
@@ -81,6 +81,10 @@ def serve(
                            "--allow-runtime-adapters")
     if max_loras is not None and (max_loras < 1 or len(specs) > max_loras):
         raise PlannerError(f"--max-loras must be at least 1 and at least the {len(specs)} adapters given, got {max_loras}")
+    local_only = [n for n in ("max_batch_size", "batch_window_ms", "timeout_keep_alive", "quiet") if given(ctx, n)]
+    if engine == "vllm" and local_only:  # issue 19: vLLM batches, keeps connections and logs on its own
+        raise PlannerError(f"--{local_only[0].replace('_', '-')} does nothing here: it sets the local engine's "
+                           "server; vLLM has its own (pass vLLM's flags to vLLM)")
     if max_lora_rank is not None and engine != "vllm":
         raise PlannerError("--max-lora-rank is for --engine vllm (the local engine reads each adapter's rank)")
     if max_batch_size < 1 or batch_window_ms < 0 or timeout_keep_alive < 1:

@@ -222,3 +222,33 @@ def test_no_record_left_after_truncation_is_refused_before_training(tmp_path, ti
     assert done.returncode != 0, done.stderr[-800:]
     assert "all 4 training records have no trained token within --seq-len 32" in done.stderr, done.stderr[-800:]
     assert "num_samples" not in done.stderr and "Traceback" not in done.stderr
+
+
+def _long_prompt_data(tmp_path: Path, n_long: int, n_short: int) -> Path:
+    long_prompt = " ".join(["what is the capital of france ?"] * 12)  # > 32 tokens for the tiny tokenizer
+    return write_jsonl(tmp_path / "pc.jsonl", [{"prompt": long_prompt, "completion": " paris ."}] * n_long
+                       + [{"prompt": "what is the capital of france ?", "completion": " paris ."}] * n_short)
+
+
+def test_the_cli_preflight_refuses_when_no_record_survives_truncation(tmp_path, tiny_model):
+    data = _long_prompt_data(tmp_path, 4, 0)
+    out = tmp_path / "run"
+    line = one_error(*run_main(_execute(tiny_model, data, out))[::2])
+    assert "all 4 training records have no trained token within --seq-len 32" in line
+    assert not out.exists()
+
+
+@pytest.mark.slow
+def test_the_preflight_count_matches_trls_own(tmp_path, tiny_model):
+    """The independent oracle: TRL's SFTTrainer data preparation on the same records and length."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+
+    from backend.data import dropped_at, hf_datasets, preflight
+
+    data = preflight(_long_prompt_data(tmp_path, 3, 5))
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    trainer = SFTTrainer(model=AutoModelForCausalLM.from_pretrained(tiny_model), processing_class=tok,
+                         train_dataset=hf_datasets(data)[0],
+                         args=SFTConfig(output_dir=str(tmp_path / "o"), max_length=32, report_to=[], use_cpu=True))
+    assert dropped_at(data.train, tok, 32) == 8 - len(trainer.train_dataset) == 3
