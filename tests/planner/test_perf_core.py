@@ -49,7 +49,7 @@ def test_link_bandwidth():
     bw, _ = hardware.link_bandwidth("nvswitch", hardware.gpu("H100"))
     assert bw == pytest.approx(900 / 2 * 0.8)
     bw, _ = hardware.link_bandwidth("efa", hardware.gpu("H100"), "NVSwitch+3200Gbps EFA", 8)
-    assert bw == pytest.approx(3200 / 8 / 8 * 0.7)
+    assert bw == pytest.approx(3200 / 8 * 0.7)
 
 
 def test_linear_and_attention_counts():
