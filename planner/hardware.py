@@ -101,7 +101,12 @@ def load_gpus(path: Path | None = None) -> tuple[Gpu, ...]:
 
 def gpu(name: str | None) -> Gpu | None:
     """The table's row for a GPU model name (gpus.csv's ``gpu_model``), or None."""
-    return {g.gpu_model: g for g in load_gpus()}.get(name) if name else None
+    return _by_name().get(name) if name else None
+
+
+@lru_cache(maxsize=1)
+def _by_name() -> dict[str, Gpu]:
+    return {g.gpu_model: g for g in load_gpus()}
 
 
 @lru_cache(maxsize=4)

@@ -115,6 +115,8 @@ def local_costs(est, catalog, gpu_spec: str, *, tokens: int | None = None, token
     notes = list(notes)
     if est.job.is_training and tokens is not None and hours is None:
         notes.append(f"no throughput figure for {label} in the catalog: job hours unknown")
+    elif hours is not None:
+        notes.append(timecost.time_note(tokens_source))
     how = f" ({f.strategy})" if gpu.count > 1 and f.strategy else ""
     verdict = f"{label}{how}: {needs_text(f.per_gpu_bytes, f.usable_bytes_per_gpu)}"
     if not f.fits and shapes["largest_batch_size"] is None and shapes["largest_seq_len"] is None:

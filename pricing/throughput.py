@@ -18,14 +18,16 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from planner import hardware
+
 from planner.errors import PlannerError
-from planner.perf import ModelDims
-from planner.perf.training import Method, TrainingSpeed, training_speed
 
 from .catalog import DATA_DIR
+
+if TYPE_CHECKING:  # the perf core loads only when a training time is figured (plan stays fast for serving)
+    from planner.perf import ModelDims
+    from planner.perf.training import TrainingSpeed
 
 MIN_SOURCES = 2
 KERNELS = ("eager", "compiled")  # HF Trainer / PEFT eager PyTorch; torch.compile, Liger, Unsloth, torchao fused
@@ -105,8 +107,9 @@ def load_measurements(path: Path | None = None) -> tuple[Measurement, ...]:
 
 
 @lru_cache(maxsize=None)
-def dims_of(model_key: str) -> tuple[ModelDims, int]:
+def dims_of(model_key: str) -> tuple["ModelDims", int]:
     """(ModelDims, total parameters) for a registry name or an inline dims string."""
+    from planner.perf import ModelDims
     if "=" in model_key:
         kv = dict(p.split("=") for p in model_key.split(";"))
         d = ModelDims(**{k: int(v) for k, v in kv.items() if k != "params"})
@@ -117,8 +120,10 @@ def dims_of(model_key: str) -> tuple[ModelDims, int]:
     return ModelDims.from_spec(spec), count_params(spec).total
 
 
-def speed_of(m: Measurement, eff_table: dict | None = None) -> TrainingSpeed:
+def speed_of(m: Measurement, eff_table: dict | None = None) -> "TrainingSpeed":
     """The roofline's (uncalibrated) speed for a measurement's exact settings."""
+    from planner import hardware
+    from planner.perf.training import Method, training_speed
     dims, total = dims_of(m.model_key)
     gpu = hardware.gpu(m.gpu_model)
     per_machine = m.gpus // m.machines
@@ -132,7 +137,7 @@ def speed_of(m: Measurement, eff_table: dict | None = None) -> TrainingSpeed:
                           trainable_params=trainable, eff_table=eff_table)
 
 
-def lora_trainable(dims: ModelDims, r: int, targets: str) -> int:
+def lora_trainable(dims: "ModelDims", r: int, targets: str) -> int:
     from planner.perf.training import _targets
     return sum(r * (d_in + d_out) * (dims.experts if dims.experts and n in ("gate_proj", "up_proj", "down_proj")
                                      else 1) for n, d_in, d_out, _ in _targets(dims, targets)) * dims.layers
@@ -154,7 +159,7 @@ def _solve(m: list[list[float]], v: list[float]) -> list[float]:
     return [a[i][n] / a[i][i] for i in range(n)]
 
 
-def fit(measurements: Iterable[Measurement], speeds: dict[str, TrainingSpeed]) -> Calibration:
+def fit(measurements: Iterable[Measurement], speeds: dict[str, "TrainingSpeed"]) -> Calibration:
     """Least squares on relative step-time error, each source weighted equally (module docstring).
 
     Unknowns: one scale per kernel class with measurements from >= MIN_SOURCES sources (other classes keep
@@ -210,7 +215,7 @@ def load_calibration(path: Path | None = None) -> Calibration:
     return Calibration(scale, dq, n, tuple(rows[0]["sources"].split(";")) if rows else (), basis)
 
 
-def calibrated(speed: TrainingSpeed, kernels: str, cal: Calibration | None = None) -> tuple[float, float, str]:
+def calibrated(speed: "TrainingSpeed", kernels: str, cal: Calibration | None = None) -> tuple[float, float, str]:
     """(tokens/s, step seconds, basis) after the fitted scales."""
     cal = load_calibration() if cal is None else cal
     s, basis = cal.scale_for(kernels)

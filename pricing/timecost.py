@@ -32,6 +32,14 @@ FULL_LENGTH_NOTE = ("every sequence is full length (seq_len tokens): with shorte
                     "packing, real tokens/s is lower (padding)")
 
 
+def time_note(tokens_source: str | None) -> str:
+    """The one line a timed plan carries about the sequences its tokens/s assumes (issue 22)."""
+    what = ("the dataset's length distribution is not modelled yet" if tokens_source and "dataset" in tokens_source
+            else "no --dataset")
+    return (f"job hours: {what}, so tokens/s assumes {FULL_LENGTH_NOTE}; pack sequences (TRL packing) to "
+            "come close to it")
+
+
 @dataclass(frozen=True)
 class JobTime:
     """One plan's job time. ``billed_hours`` leaves out start-up time the provider does not bill."""
@@ -88,11 +96,29 @@ class Rate:
     link_basis: str
 
 
+_RATES: dict[tuple, tuple[Any, Rate | None]] = {}
+
+
 def tokens_per_second(est, *, gpus: int, spec, strategy: str | None = None, link: str = "none",
                       interconnect: str = "", gpus_per_machine: int | None = None, kernels: str = "eager",
                       calibration=None) -> Rate | None:
     """Steady-state tokens/s over all GPUs from the perf core (module docstring); None when the GPU's
-    dense TFLOPS or bandwidth are unknown."""
+    dense TFLOPS or bandwidth are unknown. Memoized per estimate and machine shape: a plan asks for the
+    same shape on many instance types and regions (the entry keeps ``est`` alive so its id stays unique)."""
+    key = (id(est), getattr(spec, "gpu_model", None), gpus, strategy, link, interconnect, gpus_per_machine, kernels,
+           id(calibration))
+    hit = _RATES.get(key)
+    if hit is not None and hit[0] is est:
+        return hit[1]
+    if len(_RATES) > 4096:
+        _RATES.clear()
+    rate = _rate(est, gpus=gpus, spec=spec, strategy=strategy, link=link, interconnect=interconnect,
+                 gpus_per_machine=gpus_per_machine, kernels=kernels, calibration=calibration)
+    _RATES[key] = (est, rate)
+    return rate
+
+
+def _rate(est, *, gpus, spec, strategy, link, interconnect, gpus_per_machine, kernels, calibration) -> Rate | None:
     from planner import hardware
     from planner.perf import ModelDims
     from planner.perf.training import method_of_job, training_speed

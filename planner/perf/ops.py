@@ -11,7 +11,7 @@ ones (torch.compile, Liger, Unsloth) one read and one write.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -29,7 +29,8 @@ class Op:
     launches: int = 1
 
     def times(self, n: float) -> "Op":
-        return replace(self, flops=self.flops * n, bytes=self.bytes * n, launches=max(1, round(self.launches * n)))
+        return Op(self.name, self.kind, self.flops * n, self.bytes * n, self.path, self.precision, self.m,
+                  max(1, round(self.launches * n)))
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,8 @@ Per decoder layer and micro-batch of B sequences of S tokens (T = B x S), on one
   freeze the base: Hu et al. 2021, LoRA, sec. 4.1), attention backward (2.5x forward FLOPs, FlashAttention-2
   sec. 3.2), elementwise backward (twice the forward traffic);
 * LoRA adapters on each targeted linear: forward X A then (X A) B, backward two input- and two
-  weight-gradient GEMMs, and the dropout on X (PEFT's lora.Linear.forward: dropout(x) @ A @ B x scaling);
+  weight-gradient GEMMs, the dropout on X and, eagerly, the scaling and the add onto the base output
+  (PEFT's lora.Linear.forward: result + lora_B(lora_A(dropout(x))) * scaling);
 * QLoRA: every forward, backward and recomputed forward dequantizes each 4-bit weight to bf16 first
   (bitsandbytes MatMul4Bit: dequantize_4bit then a bf16 GEMM, also in backward): read 0.5 B + absmax,
   write 2 B per parameter, a memory-bound cost per step that does not shrink with fewer tokens;
@@ -20,6 +21,7 @@ The embedding, final norm, LM head and cross-entropy over the vocabulary come fr
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
+from functools import lru_cache
 from typing import Any
 
 from ..errors import PlannerError
@@ -76,6 +78,7 @@ def _backward(op: Op) -> Op:
     return replace(op, name=op.name + "_bwd")
 
 
+@lru_cache(maxsize=64)
 def training_step_ops(dims: ModelDims, batch: int, seq_len: int, method: Method) -> tuple[Op, ...]:
     """Ops of one micro-step (forward + backward) of ``batch`` sequences of ``seq_len`` on one GPU (module
     docstring), all layers, plus the optimizer step over the trainable parameters."""
@@ -115,6 +118,8 @@ def training_step_ops(dims: ModelDims, batch: int, seq_len: int, method: Method)
                       replace(a, name=a.name + "_wgrad"), replace(b, name=b.name + "_wgrad")]
             if m.lora_dropout and not m.fused:
                 layer.append(elementwise(name + "_lora_dropout", tt * d_in, 3 * reps + 2, launches=2 * reps + 1))
+            if not m.fused:  # result + lora_B(...) * scaling: a mul and an add over the output, and their grads
+                layer.append(elementwise(name + "_lora_scale_add", tt * d_out, 5 * reps + 3, launches=2 * reps + 2))
     ops = [o.times(dims.layers) for o in layer]
     head = head_ops(dims, t, weight_bytes=2, fused=m.fused, loss=True, precision=m.precision)
     ops += head
@@ -129,6 +134,12 @@ def optimizer_op(trainable_params: int, optimizer: str) -> Op:
     """One optimizer step over ``trainable_params`` (OPTIMIZER_BYTES per parameter, memory-bound)."""
     return Op("optimizer_step", "optimizer", trainable_params * 4.0, trainable_params * OPTIMIZER_BYTES[optimizer],
               "optimizer", precision="bf16", launches=4)
+
+
+@lru_cache(maxsize=256)
+def _step(dims: ModelDims, batch: int, seq_len: int, method: Method, gpu: Gpu):
+    """One GPU's step time, cached: a plan asks for the same (job, GPU) on many instance types."""
+    return step_time(training_step_ops(dims, batch, seq_len, method), gpu)
 
 
 @dataclass(frozen=True)
@@ -153,17 +164,18 @@ class TrainingSpeed:
         return d
 
 
+@lru_cache(maxsize=512)
 def training_speed(dims: ModelDims, method: Method, gpu: Gpu, *, batch: int, seq_len: int, gpus: int = 1,
                    strategy: str = "single-gpu", link: str = "none", link_gb_s: float = float("inf"),
                    link_basis: str = "", total_params: int | None = None, trainable_params: int = 0,
                    grad_accum: int = 1, eff_table: dict | None = None) -> TrainingSpeed:
-    """tokens/s of ``gpus`` GPUs each running micro-batches of ``batch`` x ``seq_len``.
+    """tokens/s of ``gpus`` GPUs each running micro-batches of ``batch`` x ``seq_len`` (cached: pure).
 
     Step time = compute + the communication the strategy cannot hide behind it (planner.perf.comm);
     the optimizer runs once per ``grad_accum`` micro-steps (and on 1/gpus of the parameters when sharded).
     """
     ops = training_step_ops(dims, batch, seq_len, method)
-    st = step_time(ops, gpu, eff_table)
+    st = step_time(ops, gpu, eff_table) if eff_table is not None else _step(dims, batch, seq_len, method, gpu)
     sharded = strategy in ("fsdp", "fsdp-qlora", "zero3")
     opt = step_time((optimizer_op(trainable_params // (gpus if sharded else 1), method.optimizer),), gpu, eff_table)
     compute = st.seconds + opt.seconds / grad_accum
