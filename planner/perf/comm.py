@@ -56,3 +56,15 @@ def comm_time(strategy: str, *, gpus: int, link_gb_s: float, total_params: int, 
     seconds = nbytes / (link_gb_s * 1e9)
     exposed = max(0.0, seconds - compute_seconds) + seconds / max(1, layers)
     return CommTime(strategy, nbytes, seconds, exposed)
+
+
+def tensor_parallel_seconds(tokens: int, hidden: int, layers: int, tp: int, link_gb_s: float, *,
+                            act_bytes: float = 2, latency_us: float = 0.0) -> float:
+    """Forward all-reduces of tensor parallelism: two per layer (after attention and after the MLP) over the
+    tokens' activations, 2(tp-1)/tp of the buffer each (Shoeybi et al. 2019, Megatron-LM, sec. 3). Not
+    overlapped with compute (they sit on the critical path of a decode or prefill step)."""
+    if tp <= 1 or link_gb_s == float("inf"):
+        return 0.0
+    buffer = tokens * hidden * act_bytes
+    per = 2 * (tp - 1) / tp * buffer / (link_gb_s * 1e9) + latency_us * 1e-6
+    return 2 * layers * per

@@ -66,6 +66,17 @@ class ModelDims:
                    experts_per_token=spec.num_experts_per_tok if moe else 0,
                    sliding_window=getattr(spec, "sliding_window", None))
 
+    def sharded(self, tp: int) -> "ModelDims":
+        """One GPU's share under tensor parallelism of degree ``tp`` (Megatron-LM column/row split: heads,
+        KV heads (at least one each), MLP width and the vocabulary of the LM head divide; hidden does not)."""
+        if tp <= 1:
+            return self
+        return ModelDims(hidden=self.hidden, layers=self.layers, heads=max(1, self.heads // tp),
+                         kv_heads=max(1, self.kv_heads // tp), head_dim=self.head_dim,
+                         intermediate=max(1, self.intermediate // tp), vocab=max(1, self.vocab // tp),
+                         experts=self.experts, experts_per_token=self.experts_per_token,
+                         sliding_window=self.sliding_window)
+
     def linears(self) -> tuple[tuple[str, int, int, int], ...]:
         """(name, in, out, tokens-multiplier) of one layer's linears; MoE experts see top-k tokens each."""
         mlp_mult = self.experts_per_token if self.experts else 1

@@ -108,3 +108,27 @@ def test_perf_core_imports_nothing_heavy():
             "bad = [m for m in ('torch', 'transformers', 'numpy', 'pricing') if m in sys.modules]; print(bad)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_tensor_parallel_share_and_all_reduce():
+    half = DIMS.sharded(2)
+    assert (half.heads, half.kv_heads, half.intermediate, half.vocab, half.hidden) == (16, 4, 7168, 64128, 4096)
+    g = hardware.gpu("H100")
+    one = perf.step_time(perf.decode_ops(DIMS, 8, 1024), g).seconds
+    two = perf.step_time(perf.decode_ops(half, 8, 1024), g).seconds
+    assert one / 2 < two < one  # less to read per GPU, but not all of it halves (hidden-wide ops do not)
+    bw, _ = hardware.link_bandwidth("nvswitch", g)
+    ar = perf.tensor_parallel_seconds(8, 4096, 32, 2, bw)
+    assert ar == pytest.approx(2 * 32 * (2 * 1 / 2 * 8 * 4096 * 2) / (bw * 1e9))
+    assert perf.tensor_parallel_seconds(8, 4096, 32, 1, bw) == 0.0
+
+
+def test_moe_decode_reads_only_the_experts_it_reaches():
+    moe = perf.ModelDims(hidden=4096, layers=32, heads=32, kv_heads=8, head_dim=128, intermediate=14336,
+                         vocab=32000, experts=8, experts_per_token=2)
+    g = hardware.gpu("H100")
+    one = sum(o.bytes for o in perf.decode_ops(moe, 1, 512) if o.name == "down_proj")
+    many = sum(o.bytes for o in perf.decode_ops(moe, 64, 512) if o.name == "down_proj")
+    per_expert = 14336 * 4096 * 2 * 32
+    assert one == pytest.approx(2 * per_expert, rel=0.01) and many == pytest.approx(8 * per_expert, rel=0.01)
+    assert perf.step_time(perf.decode_ops(moe, 64, 512), g).seconds > perf.step_time(perf.decode_ops(moe, 1, 512), g).seconds
