@@ -138,3 +138,14 @@ def test_overheads_by_platform(catalog):
                           platform="sagemaker")
     assert t.billed_hours == pytest.approx(t.job_hours - 180 / 3600)  # provisioning is not billed
     assert t.overhead_hours * 60 > 5
+
+
+def test_issue_22_command_has_tokens_per_second_and_an_nvswitch_basis():
+    """`plan llama3-8b --mode qlora --gpu "8x H100" --tokens 1B --json` (the issue's acceptance command)."""
+    import json
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-m", "planner", "llama3-8b", "--mode", "qlora", "--gpu", "8x H100",
+                          "--tokens", "1B", "--json"], env=env, capture_output=True, text=True, check=True).stdout
+    rec = json.loads(out)["recommendation"]
+    assert rec["tokens_per_second"] > 0 and rec["interconnect"] == "nvswitch" and "NVLink" in rec["time_basis"]
+    assert rec["job_hours"] == pytest.approx(1e9 / rec["tokens_per_second"] / 3600, rel=0.05)  # local: no start-up
