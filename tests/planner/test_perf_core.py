@@ -132,3 +132,49 @@ def test_moe_decode_reads_only_the_experts_it_reaches():
     per_expert = 14336 * 4096 * 2 * 32
     assert one == pytest.approx(2 * per_expert, rel=0.01) and many == pytest.approx(8 * per_expert, rel=0.01)
     assert perf.step_time(perf.decode_ops(moe, 64, 512), g).seconds > perf.step_time(perf.decode_ops(moe, 1, 512), g).seconds
+
+
+def test_comm_volumes_by_strategy():
+    from planner.perf.comm import NF4_GATHER_BYTES, comm_bytes, comm_time
+    p, t = 8_000_000_000, 40_000_000
+    ring = 7 / 8
+    assert comm_bytes("single-gpu", gpus=8, total_params=p, trainable_params=t, mode="lora") == 0
+    assert comm_bytes("data-parallel", gpus=8, total_params=p, trainable_params=t, mode="lora") == 2 * ring * t * 2
+    assert comm_bytes("data-parallel", gpus=8, total_params=p, trainable_params=t, mode="lora",
+                      grad_accum=4) == 2 * ring * t * 2 / 4
+    assert comm_bytes("fsdp", gpus=8, total_params=p, trainable_params=p, mode="full") == 2 * ring * p * 2 + ring * p * 2
+    assert comm_bytes("fsdp-qlora", gpus=8, total_params=p, trainable_params=t, mode="qlora") == \
+        2 * ring * p * NF4_GATHER_BYTES + ring * t * 2
+    hidden = comm_time("fsdp", gpus=8, link_gb_s=100, total_params=p, trainable_params=p, mode="full", layers=32,
+                       compute_seconds=10.0)
+    assert hidden.exposed_seconds == pytest.approx(hidden.seconds / 32)  # all but one layer's worth hidden
+    slow = comm_time("fsdp", gpus=8, link_gb_s=1, total_params=p, trainable_params=p, mode="full", layers=32,
+                     compute_seconds=10.0)
+    assert slow.exposed_seconds == pytest.approx(slow.seconds - 10.0 + slow.seconds / 32)
+
+
+def test_training_step_by_method():
+    from planner.perf.training import NF4_BYTES, Method, training_step_ops
+    d = perf.ModelDims(hidden=1024, layers=4, heads=8, kv_heads=8, head_dim=128, intermediate=4096, vocab=1000)
+    layer_params = 1024 * 1024 * 4 + 3 * 1024 * 4096
+    t = 2 * 512
+
+    def flops(ops, kind=None, name=None):
+        return sum(o.flops for o in ops if (kind is None or o.kind == kind) and (name is None or name in o.name))
+
+    full = training_step_ops(d, 2, 512, Method("full", checkpointing=False))
+    lora = training_step_ops(d, 2, 512, Method("lora", checkpointing=False))
+    # full: forward + input grads + weight grads of every layer linear = 3 x 2 T N_layer
+    layer_gemm = sum(o.flops for o in full if o.kind == "gemm" and "lm_head" not in o.name)
+    assert layer_gemm == pytest.approx(3 * 2 * t * layer_params * 4)
+    assert not any("wgrad" in o.name and "lora" not in o.name for o in lora)  # frozen base: no weight grads
+    base = sum(o.flops for o in lora if o.kind == "gemm" and "lora" not in o.name and "lm_head" not in o.name)
+    assert base == pytest.approx(2 * 2 * t * layer_params * 4)  # forward + input grads only
+    ck = training_step_ops(d, 2, 512, Method("lora", checkpointing=True))
+    assert flops(ck, name="_recompute") == pytest.approx(
+        sum(o.flops for o in lora if not o.name.endswith("_bwd") and o.kind in ("gemm", "attention", "elementwise")
+            and "lora" not in o.name and "lm_head" not in o.name and "final_norm" not in o.name
+            and "cross_entropy" not in o.name))
+    q = training_step_ops(d, 2, 512, Method("qlora", checkpointing=True))
+    dq = sum(o.bytes for o in q if o.kind == "dequant")
+    assert dq == pytest.approx(layer_params * 4 * (NF4_BYTES + 2) * 3)  # forward, recompute, backward
