@@ -12,6 +12,8 @@ Building ops (planner.perf.ops; every builder returns ``Op`` with ``flops``, ``b
   ``decode_ops(dims, batch, context_len, weight_bytes=2, kv_bytes=2)``  a serving decode step
   ``training_step_ops(dims, batch, seq_len, Method(mode))``      a training step (planner.perf.training)
   ``dims.sharded(tp)``                                            one GPU's share under tensor parallelism
+  ``dataset_speed(dims, Method(mode), gpu, lengths=..., seq_len, batch, packing)``  tokens/s on variable-length
+      data: dynamic padding per batch or TRL packing (planner.perf.training)
 Timing (planner.perf.roofline):
   ``op_time(op, gpu)`` -> ``OpTime``; ``step_time(ops, gpu)`` -> ``StepTime(seconds, flops, bytes, by_kind)``
   ``linear_time(...)`` / ``attention_time(...)``: one op's seconds, for quick calls.

@@ -191,3 +191,50 @@ def training_speed(dims: ModelDims, method: Method, gpu: Gpu, *, batch: int, seq
              f"{method.attn_kernel} attention); {strategy} over {link}" + (f" ({link_basis})" if link_basis else ""))
     return TrainingSpeed(gpus * tokens / step, step, compute, ct.seconds, ct.exposed_seconds, tokens, gpus, link,
                          strategy, {k: round(v, 6) for k, v in by_kind.items()}, basis, ct)
+
+
+@dataclass(frozen=True)
+class DataSpeed:
+    """tokens/s on real (variable-length) data: real tokens over the time of the steps that carry them."""
+
+    tokens_per_second: float
+    real_tokens: int
+    padded_tokens: int  # tokens the GPUs process, padding included
+    steps: int
+    packing: bool
+
+    @property
+    def padding_fraction(self) -> float:
+        return 1 - self.real_tokens / self.padded_tokens if self.padded_tokens else 0.0
+
+
+LENGTH_BUCKET = 64  # step times are looked up at the padded length rounded up to this (cached per bucket)
+
+
+def dataset_speed(dims: ModelDims, method: Method, gpu: Gpu, *, lengths, seq_len: int, batch: int,
+                  packing: bool = False, eos: bool = True) -> DataSpeed:
+    """One GPU's speed over records of ``lengths`` tokens, as TRL/transformers batch them.
+
+    Each record is truncated to ``seq_len`` (with its EOS token when ``eos``). Without packing, records go
+    in order into batches of ``batch`` padded to the batch's longest (DataCollatorWithPadding's dynamic
+    padding): a batch of short records is a short, underfed step and padding costs compute. With packing
+    (TRL ``packing=True``) records are concatenated into rows of ``seq_len``: full-length steps, no padding
+    (attention over the whole row is counted, the conservative side of padding-free flash varlen)."""
+    lens = [min(seq_len, int(n) + (1 if eos else 0)) for n in lengths if int(n) > 0]
+    real = sum(lens)
+    if not lens:
+        return DataSpeed(0.0, 0, 0, 0, packing)
+    if packing:
+        rows = -(-real // seq_len)
+        steps = -(-rows // batch)
+        t = _step(dims, batch, seq_len, method, gpu).seconds
+        return DataSpeed(real / (steps * t), real, steps * batch * seq_len, steps, True)
+    seconds, padded, steps = 0.0, 0, 0
+    for i in range(0, len(lens), batch):
+        chunk = lens[i:i + batch]
+        longest = max(chunk)
+        bucket = min(seq_len, -(-longest // LENGTH_BUCKET) * LENGTH_BUCKET)
+        seconds += _step(dims, len(chunk), bucket, method, gpu).seconds * longest / bucket
+        padded += len(chunk) * longest
+        steps += 1
+    return DataSpeed(real / seconds, real, padded, steps, False)

@@ -178,3 +178,25 @@ def test_training_step_by_method():
     q = training_step_ops(d, 2, 512, Method("qlora", checkpointing=True))
     dq = sum(o.bytes for o in q if o.kind == "dequant")
     assert dq == pytest.approx(layer_params * 4 * (NF4_BYTES + 2) * 3)  # forward, recompute, backward
+
+
+def test_dataset_speed_padding_packing_and_underfed_steps():
+    """A skewed length mix (many short records, a few long): padding waste without packing, packing runs
+    full-length steps, and a batch of one short record is an underfed step (slower per token)."""
+    from planner.perf.training import Method, _step, dataset_speed
+    g = hardware.gpu("H100")
+    m = Method("qlora")
+    lengths = ([100] * 9 + [2000]) * 10  # a long record every tenth: most batches of 4 pad to 2001
+    plain = dataset_speed(DIMS, m, g, lengths=lengths, seq_len=2048, batch=4)
+    with_eos = [n + 1 for n in lengths]
+    padded = sum(len(with_eos[i:i + 4]) * max(with_eos[i:i + 4]) for i in range(0, 100, 4))
+    assert plain.padded_tokens == padded
+    packed = dataset_speed(DIMS, m, g, lengths=lengths, seq_len=2048, batch=4, packing=True)
+    full = 4 * 2048 / _step(DIMS, 4, 2048, m, g).seconds
+    assert plain.real_tokens == packed.real_tokens == 90 * 101 + 10 * 2001
+    assert plain.padding_fraction > 0.5 and packed.padding_fraction < 4 * 2048 / packed.padded_tokens
+    assert plain.tokens_per_second < packed.tokens_per_second <= full * 1.0001
+    one = dataset_speed(DIMS, m, g, lengths=[100] * 50, seq_len=2048, batch=1)
+    assert one.padding_fraction == 0 and one.tokens_per_second < 0.5 * full  # short steps leave the GPU underfed
+    truncated = dataset_speed(DIMS, m, g, lengths=[10_000], seq_len=2048, batch=1)
+    assert truncated.real_tokens == 2048
