@@ -101,7 +101,12 @@ def load_gpus(path: Path | None = None) -> tuple[Gpu, ...]:
 
 def gpu(name: str | None) -> Gpu | None:
     """The table's row for a GPU model name (gpus.csv's ``gpu_model``), or None."""
-    return {g.gpu_model: g for g in load_gpus()}.get(name) if name else None
+    return _by_name().get(name) if name else None
+
+
+@lru_cache(maxsize=1)
+def _by_name() -> dict[str, Gpu]:
+    return {g.gpu_model: g for g in load_gpus()}
 
 
 @lru_cache(maxsize=4)
@@ -132,7 +137,9 @@ def link_for(interconnect: str, gpus_per_machine: int, machines: int, card: Gpu 
 
 def link_bandwidth(link: str, card: Gpu | None = None, interconnect: str = "",
                    gpus_per_machine: int = 1) -> tuple[float, str]:
-    """Achieved GB/s per GPU per direction over ``link``, and its basis."""
+    """Achieved GB/s per GPU per direction over ``link``, and its basis. Between machines it is the machine's
+    network bandwidth: NCCL's rings cross each machine boundary once, so a GPU's collective volume passes
+    through the machine's NICs together (nccl-tests PERFORMANCE.md, bus bandwidth)."""
     row = load_links().get(link)
     if row is None:
         raise PlannerError(f"planner/data/links.csv has no link '{link}'")
@@ -143,9 +150,7 @@ def link_bandwidth(link: str, card: Gpu | None = None, interconnect: str = "",
         bw, how = card.nvlink_gb_s / 2, f"{link}: half of {card.gpu_model}'s {card.nvlink_gb_s:g} GB/s NVLink"
     if link == "efa":
         m = _GBPS.search(interconnect or "")
-        if m:
-            bw = float(m.group(1)) / 8 / max(1, gpus_per_machine)
-            how = f"efa: {m.group(1)} Gbps per machine over {gpus_per_machine} GPUs"
-        else:
-            bw = bw / max(1, gpus_per_machine)
+        if m:  # a ring crosses each machine boundary once: the machine's NICs together carry each GPU's volume
+            bw = float(m.group(1)) / 8
+            how = f"efa: {m.group(1)} Gbps per machine"
     return bw * row.achieved, f"{how} x {row.achieved:g} achieved"

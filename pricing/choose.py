@@ -50,6 +50,8 @@ class Candidate:
     job_usd: float | None = None
     overhead_hours: float | None = None  # start-up and finishing (timecost.overhead_items)
     tokens_per_second: float | None = None  # steady state, whole plan
+    time_basis: str | None = None  # how tokens/s was figured (planner.perf roofline, link, fitted scales)
+    interconnect: str | None = None  # none | pcie | nvlink | nvswitch | efa: the link the strategy's traffic crosses
     price_source: str | None = None
     price_as_of: str | None = None
     price_estimated: bool = False
@@ -128,7 +130,9 @@ def build_candidates(est, catalog, *, platform: str = "any", region: str = "us-e
                                      job_hours=None if t is None else t.job_hours,
                                      job_usd=None if t is None or hourly is None else t.billed_hours * hourly,
                                      overhead_hours=None if t is None else t.overhead_hours,
-                                     tokens_per_second=None if t is None else t.tokens_per_second))
+                                     tokens_per_second=None if t is None else t.tokens_per_second,
+                                     time_basis=None if t is None else t.utilization_basis,
+                                     interconnect=None if t is None else t.interconnect))
     return tuple(out)
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from planner.errors import PlannerError
 
-from . import choose
+from . import choose, timecost
 from .catalog import STALE_AFTER_DAYS, age_days
 from .fit import GIB, needs_text
 
@@ -231,6 +231,8 @@ def plan_costs(est, catalog, *, platform: str = "any", region: str = "us-east-1"
         suggested = suggestions_for_catalog(est, catalog, platform=platform, max_gpus=max_gpus)
     if est.job.is_training and tokens is None:
         notes.append("no --tokens or --dataset: ranked by cost per hour; give them for job hours and job cost")
+    if timed:
+        notes.append(timecost.time_note(tokens_source))
     if objective != "usd_per_hour" and best is not None:
         unknown = sum(1 for c in cands if c.fits and c.cost(objective) is None)
         if unknown:

@@ -58,6 +58,17 @@ def resolve(catalog, spec: str) -> GpuSpec:
     return parse_gpu_spec(spec, cards_from_rows(catalog.local_gpus))
 
 
+def card_interconnect(name: str | None) -> str:
+    """The link a card's name states (``H100 PCIe``, ``H100 NVL``); empty lets planner.hardware decide from
+    the card's form (an SXM card in a multi-GPU box is on NVSwitch: docs/decisions.md, issue 22)."""
+    text = (name or "").lower()
+    if "pcie" in text:
+        return "PCIe"
+    if "nvl" in text.split():
+        return "NVLink"
+    return ""
+
+
 def gpu_label(gpu: GpuSpec) -> str:
     what = gpu.name or f"{gpu.memory_bytes / GIB:.2f} GiB GPU"
     return what if gpu.count == 1 else f"{gpu.count}x {what}"
@@ -84,21 +95,28 @@ def local_costs(est, catalog, gpu_spec: str, *, tokens: int | None = None, token
     row = next((g for g in catalog.local_gpus if g.name == gpu.name), None)
     f = fit_spec(est, gpu)
     spec = catalog.gpu(row.spec) if row is not None and row.spec else None
-    hours = None
+    t = None
     if f.strategy is not None:
-        hours = timecost.job_hours(est, tokens=tokens, epochs=epochs, gpus=f.gpus_used, machines=1, spec=spec,
-                                   platform="local", strategy=f.strategy, gpus_per_machine=gpu.count)
+        t = timecost.job_time(est, tokens=tokens, epochs=epochs, gpus=f.gpus_used, machines=1, spec=spec,
+                              platform="local", strategy=f.strategy, gpus_per_machine=gpu.count,
+                              interconnect=card_interconnect(gpu.name))
+    hours = None if t is None else t.job_hours
     label = gpu_label(gpu)
     memory_gib = gpu.memory_bytes / GIB
     cand = choose.Candidate(instance_type=label, platform="local", region="local", usage="owned",
                             gpu_model=gpu.name or label, gpus_per_machine=gpu.count, gpu_memory_gib=round(memory_gib, 2),
                             fits=f.fits, reason=f.reason, strategy=f.strategy, machines=1, gpu_count=f.gpus_used,
                             per_gpu_bytes=f.per_gpu_bytes, usable_bytes_per_gpu=f.usable_bytes_per_gpu,
-                            job_hours=hours, price_source=gpu.source, price_as_of=row.as_of if row else None)
+                            job_hours=hours, price_source=gpu.source, price_as_of=row.as_of if row else None,
+                            tokens_per_second=None if t is None else t.tokens_per_second,
+                            time_basis=None if t is None else t.utilization_basis,
+                            interconnect=None if t is None else t.interconnect)
     shapes = largest_shapes(est, gpu)
     notes = list(notes)
     if est.job.is_training and tokens is not None and hours is None:
         notes.append(f"no throughput figure for {label} in the catalog: job hours unknown")
+    elif hours is not None:
+        notes.append(timecost.time_note(tokens_source))
     how = f" ({f.strategy})" if gpu.count > 1 and f.strategy else ""
     verdict = f"{label}{how}: {needs_text(f.per_gpu_bytes, f.usable_bytes_per_gpu)}"
     if not f.fits and shapes["largest_batch_size"] is None and shapes["largest_seq_len"] is None:

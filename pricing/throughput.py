@@ -1,41 +1,44 @@
-"""Measured training throughput, the utilization fitted to it, scaling efficiency and start-up overheads.
+"""Published training throughput, the roofline's prediction for each, and the factors fitted to them.
 
-Data files (schema in pricing/data/README.md): ``throughput.csv`` (published tokens/s, each with
-its URL), ``utilization.csv`` (fitted from it by ``scripts/throughput_report.py --write``),
-``scaling.csv`` (efficiency by interconnect and strategy) and ``overheads.csv`` (start-up costs).
+Data files (schema in pricing/data/README.md): ``throughput.csv`` (published tokens/s, each with its URL and
+exact settings: framework, kernels, attention, optimizer, LoRA rank), ``utilization.csv`` (the calibration
+factors fitted from it by ``scripts/throughput_report.py --write-fit``) and ``overheads.csv`` (start-up costs).
 
-Utilization u of one measurement (the effective model-FLOPs utilization of docs/pricing.md):
-    u = tokens/s x factor x active params / (GPUs x dense TFLOPS x scaling efficiency)
-with ``factor`` from ``timecost.flops_per_token_factor``. A cell's utilization is the median of
-its measurements' u. Cells, most specific first: (GPU model, mode, checkpointing), (GPU
-generation, mode, checkpointing), (any GPU, mode, checkpointing); prompt tuning uses the LoRA cells.
-The last level, for a GPU of a generation nobody measured (B200, T4, V100), takes the *lowest*
-measured u of the mode, not the median: a guess should not make an unmeasured GPU win.
+The time model is planner.perf (a per-op roofline, communication over the real link). What a roofline does
+not see (framework overhead between kernels, dataloader, logging, the kernels a stack really picks) is
+fitted as a few time scales: one per kernel class (eager HF/PEFT, compiled/fused) on the step's roofline
+time, and one on QLoRA's dequantization time, by least squares on the relative step-time error, every
+source weighted equally. A scale is fitted only from measurements of at least ``MIN_SOURCES`` sources,
+so no constant is tuned to one publication; a class without them keeps the roofline as is (scale 1).
 """
 from __future__ import annotations
 
 import csv
-import statistics
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
 
 from planner.errors import PlannerError
 from planner.safe_io import regular_file
 
 from .catalog import DATA_DIR
 
-# Prior when no cell matches (no measurement for the mode at all): an assumption, the old single
-# utilization (typical published MFU for 7B-70B fine-tuning with FSDP is 30-50%).
-PRIOR_UTILIZATION = 0.40
+if TYPE_CHECKING:  # the perf core loads only when a training time is figured (plan stays fast for serving)
+    from planner.perf import ModelDims
+    from planner.perf.training import TrainingSpeed
+
+MIN_SOURCES = 2
+KERNELS = ("eager", "compiled")  # HF Trainer / PEFT eager PyTorch; torch.compile, Liger, Unsloth, torchao fused
 
 
 @dataclass(frozen=True)
 class Measurement:
     id: str
     model: str
+    model_key: str  # registry name, or inline dims "hidden=..;layers=..;heads=..;kv_heads=..;head_dim=..;..."
     params: int
     mode: str
     gpu_model: str
@@ -46,29 +49,41 @@ class Measurement:
     batch: int
     checkpointing: bool
     tokens_per_second: float  # over all GPUs
+    framework: str
+    kernels: str  # eager | compiled
+    attention: str  # flash | math
+    optimizer: str
+    lora_r: int
+    lora_targets: str
+    strategy: str
     source: str
     as_of: str
     note: str = ""
+
+    @property
+    def source_key(self) -> str:
+        """The publication a row comes from (leave-one-source-out groups by it)."""
+        return self.framework
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 @dataclass(frozen=True)
-class Cell:
-    level: str  # gpu | generation | mode
-    key: str  # GPU model, generation, or '*'
-    mode: str
-    checkpointing: bool
-    utilization: float
-    n: int
-    ids: tuple[str, ...]
+class Calibration:
+    """Fitted time scales: step time = scale[kernels] x roofline time without dequantization
+    + dequant_scale x the dequantization's roofline time (module docstring)."""
 
-    def basis(self) -> str:
-        what = {"gpu": f"{self.key}", "generation": f"{self.key} GPUs",
-                "mode": "all GPUs (lowest, as no GPU of this generation was measured)"}[self.level]
-        return (f"fitted to {self.n} published measurement(s) ({', '.join(self.ids)}) on {what}, {self.mode}, "
-                f"checkpointing {'on' if self.checkpointing else 'off'}")
+    scale: dict[str, float]  # kernel class -> multiplier ("*" = all classes together)
+    dequant_scale: float
+    n: int
+    sources: tuple[str, ...]
+    basis: dict[str, str]
+
+    def scale_for(self, kernels: str) -> tuple[float, str]:
+        if kernels in self.scale:
+            return self.scale[kernels], self.basis[kernels]
+        return 1.0, f"roofline as is (no {kernels}-kernel runs from {MIN_SOURCES} sources to fit a scale to)"
 
 
 def _read(path: Path) -> list[dict[str, str]]:
@@ -86,98 +101,133 @@ def load_measurements(path: Path | None = None) -> tuple[Measurement, ...]:
     for r in _read(path or DATA_DIR / "throughput.csv"):
         gpus = int(r["gpus"])
         tps = float(r["tokens_per_second"]) * (gpus if r["per"] == "per-gpu" else 1)
-        out.append(Measurement(r["id"], r["model"], int(r["params"]), r["mode"], r["gpu_model"], gpus,
+        out.append(Measurement(r["id"], r["model"], r["model_key"], int(r["params"]), r["mode"], r["gpu_model"], gpus,
                                int(r["machines"]), r["interconnect"], int(r["seq_len"]), int(r["batch"]),
-                               r["checkpointing"] == "yes", tps, r["source"], r["as_of"], r.get("note") or ""))
+                               r["checkpointing"] == "yes", tps, r["framework"], r["kernels"], r["attention"],
+                               r["optimizer"], int(r["lora_r"] or 0), r["lora_targets"] or "all-linear",
+                               r["strategy"], r["source"], r["as_of"], r.get("note") or ""))
     return tuple(out)
 
 
+@lru_cache(maxsize=None)
+def dims_of(model_key: str) -> tuple["ModelDims", int]:
+    """(ModelDims, total parameters) for a registry name or an inline dims string."""
+    from planner.perf import ModelDims
+    if "=" in model_key:
+        kv = dict(p.split("=") for p in model_key.split(";"))
+        d = ModelDims(**{k: int(v) for k, v in kv.items() if k != "params"})
+        return d, int(kv["params"])
+    from planner.params import count_params
+    from planner.registry import resolve
+    spec = resolve(model_key)
+    return ModelDims.from_spec(spec), count_params(spec).total
+
+
+def speed_of(m: Measurement, eff_table: dict | None = None) -> "TrainingSpeed":
+    """The roofline's (uncalibrated) speed for a measurement's exact settings."""
+    from planner import hardware
+    from planner.perf.training import Method, training_speed
+    dims, total = dims_of(m.model_key)
+    gpu = hardware.gpu(m.gpu_model)
+    per_machine = m.gpus // m.machines
+    bw, how = hardware.link_bandwidth(m.interconnect, gpu, "", per_machine)
+    method = Method(m.mode, checkpointing=m.checkpointing, lora_r=m.lora_r or 16, lora_targets=m.lora_targets,
+                    lora_dropout=m.kernels == "eager", attn_kernel=m.attention, fused=m.kernels == "compiled",
+                    optimizer=m.optimizer)
+    trainable = total if m.mode == "full" else lora_trainable(dims, m.lora_r or 16, m.lora_targets)
+    return training_speed(dims, method, gpu, batch=m.batch, seq_len=m.seq_len, gpus=m.gpus, strategy=m.strategy,
+                          link=m.interconnect, link_gb_s=bw, link_basis=how, total_params=total,
+                          trainable_params=trainable, eff_table=eff_table)
+
+
+def lora_trainable(dims: "ModelDims", r: int, targets: str) -> int:
+    from planner.perf.training import _targets
+    return sum(r * (d_in + d_out) * (dims.experts if dims.experts and n in ("gate_proj", "up_proj", "down_proj")
+                                     else 1) for n, d_in, d_out, _ in _targets(dims, targets)) * dims.layers
+
+
+def _solve(m: list[list[float]], v: list[float]) -> list[float]:
+    """Gaussian elimination for the small normal equations of the fit (no numpy on the plan path)."""
+    n = len(v)
+    a = [row[:] + [v[i]] for i, row in enumerate(m)]
+    for c in range(n):
+        p = max(range(c, n), key=lambda r: abs(a[r][c]))
+        a[c], a[p] = a[p], a[c]
+        if abs(a[c][c]) < 1e-300:
+            raise ZeroDivisionError("singular")
+        for r in range(n):
+            if r != c:
+                f = a[r][c] / a[c][c]
+                a[r] = [x - f * y for x, y in zip(a[r], a[c])]
+    return [a[i][n] / a[i][i] for i in range(n)]
+
+
+def fit(measurements: Iterable[Measurement], speeds: dict[str, "TrainingSpeed"]) -> Calibration:
+    """Least squares on relative step-time error, each source weighted equally (module docstring).
+
+    Unknowns: one scale per kernel class with measurements from >= MIN_SOURCES sources (other classes keep
+    the roofline as is: scale 1) and the dequant scale when QLoRA rows come from >= MIN_SOURCES sources."""
+    ms = [m for m in measurements if m.id in speeds and "exclude" not in m.note.lower()[:8]]
+    by_src: dict[str, int] = {}
+    for m in ms:
+        by_src[m.source_key] = by_src.get(m.source_key, 0) + 1
+    classes = sorted(k for k in {m.kernels for m in ms}
+                     if len({m.source_key for m in ms if m.kernels == k}) >= MIN_SOURCES)
+    fit_dq = len({m.source_key for m in ms if m.mode == "qlora"}) >= MIN_SOURCES
+    names = [*classes, *(["dequant"] if fit_dq else [])]
+    rows = []
+    for m in ms:
+        sp = speeds[m.id]
+        dq = sp.by_kind.get("dequant", 0.0)
+        t_pub = sp.tokens_per_step * sp.gpus / m.tokens_per_second
+        base = (sp.step_seconds - dq) / t_pub
+        fixed = (0.0 if m.kernels in classes else base) + (0.0 if fit_dq else dq / t_pub)
+        x = [base if k == m.kernels else (dq / t_pub if k == "dequant" else 0.0) for k in names]
+        if any(x):
+            rows.append((x, 1.0 - fixed, 1.0 / by_src[m.source_key]))
+    used = [i for i, k in enumerate(names) if any(r[0][i] for r in rows)]
+    mat = [[sum(w * r[i] * r[j] for r, _, w in rows) for j in used] for i in used]
+    vec = [sum(w * r[i] * y for r, y, w in rows) for i in used]
+    sol = dict(zip([names[i] for i in used], _solve(mat, vec))) if used else {}
+    sources = tuple(sorted(by_src))
+    scale = {k: round(v, 4) for k, v in sol.items() if k != "dequant"}
+    basis = {k: (f"x{v:.3f} fitted to {sum(1 for m in ms if m.kernels == k)} published runs from "
+                 f"{', '.join(sorted({m.source_key for m in ms if m.kernels == k}))}") for k, v in scale.items()}
+    return Calibration(scale, round(sol.get("dequant", 1.0), 4), len(ms), sources, basis)
+
+
+def write_calibration(cal: Calibration, path: Path) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh, lineterminator="\n")
+        w.writerow(["parameter", "value", "n", "sources", "basis", "source", "as_of"])
+        for k, v in cal.scale.items():
+            w.writerow([f"scale:{k}", v, cal.n, ";".join(cal.sources), cal.basis[k],
+                        "fitted by scripts/throughput_report.py --write-fit from throughput.csv", "2026-12-08"])
+        w.writerow(["dequant_scale", cal.dequant_scale, cal.n, ";".join(cal.sources),
+                    "multiplier on the roofline time of QLoRA's 4-bit dequantization",
+                    "fitted by scripts/throughput_report.py --write-fit from throughput.csv", "2026-12-08"])
+
+
 @lru_cache(maxsize=4)
-def scaling_table(path: Path | None = None) -> dict[tuple[str, str], tuple[float, str]]:
-    return {(r["interconnect"], r["strategy"]): (float(r["efficiency"]), r["basis"])
-            for r in _read(path or DATA_DIR / "scaling.csv")}
+def load_calibration(path: Path | None = None) -> Calibration:
+    rows = _read(path or DATA_DIR / "utilization.csv")
+    scale = {r["parameter"].split(":", 1)[1]: float(r["value"]) for r in rows if r["parameter"].startswith("scale:")}
+    basis = {r["parameter"].split(":", 1)[1]: r["basis"] for r in rows if r["parameter"].startswith("scale:")}
+    dq = next((float(r["value"]) for r in rows if r["parameter"] == "dequant_scale"), 1.0)
+    n = int(rows[0]["n"]) if rows else 0
+    return Calibration(scale, dq, n, tuple(rows[0]["sources"].split(";")) if rows else (), basis)
+
+
+def calibrated(speed: "TrainingSpeed", kernels: str, cal: Calibration | None = None) -> tuple[float, float, str]:
+    """(tokens/s, step seconds, basis) after the fitted scales."""
+    cal = load_calibration() if cal is None else cal
+    s, basis = cal.scale_for(kernels)
+    dq = speed.by_kind.get("dequant", 0.0)
+    step = s * (speed.step_seconds - dq) + cal.dequant_scale * dq
+    return speed.gpus * speed.tokens_per_step / step, step, basis + (
+        f"; dequantization x{cal.dequant_scale:.3f}" if dq else "")
 
 
 @lru_cache(maxsize=4)
 def overheads(path: Path | None = None) -> dict[tuple[str, str], dict[str, str]]:
     return {(r["platform"], r["item"]): r for r in _read(path or DATA_DIR / "overheads.csv")}
-
-
-def interconnect_class(interconnect: str, gpus_per_machine: int, machines: int) -> str:
-    """instances.csv's interconnect text -> none | pcie | nvlink | nvswitch | efa (several machines)."""
-    if machines > 1:
-        return "efa"
-    if gpus_per_machine <= 1:
-        return "none"
-    text = interconnect.lower()
-    if "nvswitch" in text:
-        return "nvswitch"
-    if "nvlink" in text:
-        return "nvlink"
-    return "pcie"  # multi-GPU g4dn/g5/g6/g6e/g7e: PCIe only
-
-
-def scaling_efficiency(link: str, strategy: str | None) -> tuple[float, str]:
-    if link == "none" or strategy in (None, "single-gpu"):
-        return 1.0, "one GPU"
-    table = scaling_table()
-    if (link, strategy) in table:
-        return table[(link, strategy)]
-    raise PlannerError(f"pricing/data/scaling.csv has no efficiency for {strategy} over {link}")
-
-
-def measured_utilization(m: Measurement, spec, factor: int) -> float | None:
-    """The effective utilization one measurement implies (None without a tensor throughput)."""
-    tflops = spec.bf16_dense_tflops if spec is not None else None
-    if not tflops:
-        return None
-    strategy = "single-gpu" if m.gpus == 1 else ("fsdp-qlora" if m.mode == "qlora" else "fsdp")
-    eff, _ = scaling_efficiency(m.interconnect, strategy)
-    return m.tokens_per_second * factor * m.params / (m.gpus * tflops * 1e12 * eff)
-
-
-def fit_cells(measurements: Iterable[Measurement], gpu_of, factor_of) -> tuple[Cell, ...]:
-    """Median utilization per cell at each level; ``gpu_of(name)`` gives the GpuSpec."""
-    groups: dict[tuple[str, str, str, bool], list[tuple[str, float]]] = {}
-    for m in measurements:
-        spec = gpu_of(m.gpu_model)
-        u = measured_utilization(m, spec, factor_of(m.mode, m.checkpointing))
-        if u is None:
-            continue
-        for level, key in (("gpu", m.gpu_model), ("generation", spec.generation), ("mode", "*")):
-            groups.setdefault((level, key, m.mode, m.checkpointing), []).append((m.id, u))
-    def agg(level, us):
-        return min(us) if level == "mode" else statistics.median(us)
-    return tuple(Cell(level, key, mode, ck, round(agg(level, [u for _, u in v]), 4), len(v),
-                      tuple(i for i, _ in v)) for (level, key, mode, ck), v in sorted(groups.items()))
-
-
-def write_cells(cells: Iterable[Cell], path: Path) -> None:
-    with open(path, "w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh, lineterminator="\n")
-        w.writerow(["level", "key", "mode", "checkpointing", "utilization", "n", "ids", "source", "as_of"])
-        for c in cells:
-            w.writerow([c.level, c.key, c.mode, "yes" if c.checkpointing else "no", c.utilization, c.n,
-                        ";".join(c.ids), "fitted by scripts/throughput_report.py from throughput.csv", "2026-12-01"])
-
-
-@lru_cache(maxsize=4)
-def load_cells(path: Path | None = None) -> tuple[Cell, ...]:
-    return tuple(Cell(r["level"], r["key"], r["mode"], r["checkpointing"] == "yes", float(r["utilization"]),
-                      int(r["n"]), tuple(r["ids"].split(";")))
-                 for r in _read(path or DATA_DIR / "utilization.csv"))
-
-
-def utilization_for(spec, mode: str, checkpointing: bool, cells: Iterable[Cell] | None = None) -> tuple[float, str]:
-    """The fitted utilization for a GPU and recipe, most specific cell first, and its basis."""
-    mode = "lora" if mode == "prompt-tuning" else mode
-    cells = tuple(load_cells() if cells is None else cells)
-    gpu = getattr(spec, "gpu_model", None)
-    gen = getattr(spec, "generation", "")
-    for level, key in (("gpu", gpu), ("generation", gen), ("mode", "*")):
-        for ck in (checkpointing, not checkpointing):
-            for c in cells:
-                if (c.level, c.key, c.mode, c.checkpointing) == (level, key, mode, ck):
-                    extra = "" if ck == checkpointing else " (other checkpointing setting: nearest cell)"
-                    return c.utilization, c.basis() + extra
-    return PRIOR_UTILIZATION, "assumed prior (no published measurement for this mode)"

@@ -1,19 +1,18 @@
 #!/usr/bin/env python3
-"""Fit utilization to published throughput and write docs/accuracy-throughput.md (predicted vs published).
+"""Predict every published training throughput with the roofline time model and write
+docs/accuracy-throughput.md: in-sample and leave-one-SOURCE-out, by framework and by method.
 
 Usage: python scripts/throughput_report.py [--write-fit] [--check]
-  --write-fit  refit pricing/data/utilization.csv from pricing/data/throughput.csv first
+  --write-fit  refit pricing/data/utilization.csv (the time scales) from pricing/data/throughput.csv first
   --check      fail if the doc (or, with --write-fit, the fit) is out of date
-Two predictions per measurement: in-sample (the shipped cells) and leave-one-out (cells refitted
-without that measurement, falling back to a coarser cell): the second says how well the model
-predicts a setup it was not fitted to.
+Leave-one-source-out refits the scales without every row of the held-out source (one framework's
+publication) and predicts that source's rows: the estimate of the error on runs the model never saw.
 """
 from __future__ import annotations
 
 import statistics
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -21,69 +20,86 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 from docgen import write_or_check
 
-from pricing import throughput, timecost
-from pricing.catalog import DATA_DIR, load_catalog
+from pricing import throughput
+from pricing.catalog import DATA_DIR
 
 OUT = ROOT / "docs" / "accuracy-throughput.md"
 FIT = DATA_DIR / "utilization.csv"
 
 
-def _est(m):
-    job = SimpleNamespace(mode=m.mode, precision="bf16", gradient_checkpointing=m.checkpointing)
-    return SimpleNamespace(job=job, params=SimpleNamespace(active=m.params, total=m.params))
-
-
-def predict(m, catalog, cells) -> float | None:
-    spec = catalog.gpu(m.gpu_model)
-    strategy = "single-gpu" if m.gpus == 1 else ("fsdp-qlora" if m.mode == "qlora" else "fsdp")
-    r = timecost.tokens_per_second(_est(m), gpus=m.gpus, spec=spec, strategy=strategy, link=m.interconnect,
-                                   cells=cells)
-    return None if r is None else r[0]
+def summary(label: str, errs: list[float]) -> str:
+    if not errs:
+        return f"| {label} | 0 | | | |"
+    a = [abs(e) for e in errs]
+    return (f"| {label} | {len(a)} | {statistics.median(a):.1f}% | {sum(1 for e in a if e <= 25)}/{len(a)} | "
+            f"{statistics.median(errs):+.1f}% |")
 
 
 def main() -> int:
-    catalog = load_catalog(user_dir=False)
-    ms = throughput.load_measurements()
-    fitted = throughput.fit_cells(ms, catalog.gpu, timecost.flops_per_token_factor)
-    if "--write-fit" in sys.argv and "--check" not in sys.argv:
-        throughput.write_cells(fitted, FIT)
-        throughput.load_cells.cache_clear()
-    cells = throughput.load_cells()
-    rows, errs, loo_errs = [], [], []
+    ms = [m for m in throughput.load_measurements()]
+    speeds = {m.id: throughput.speed_of(m) for m in ms}
+    cal = throughput.fit(ms, speeds)
+    if "--write-fit" in sys.argv:
+        if "--check" in sys.argv:
+            shipped = throughput.load_calibration(FIT)
+            if (shipped.scale, shipped.dequant_scale) != (cal.scale, cal.dequant_scale):
+                print("utilization.csv is out of date: run scripts/throughput_report.py --write-fit", file=sys.stderr)
+                return 1
+        else:
+            throughput.write_calibration(cal, FIT)
+            throughput.load_calibration.cache_clear()
+    shipped = throughput.load_calibration()
+    loso = {src: throughput.fit([o for o in ms if o.source_key != src], speeds) for src in {m.source_key for m in ms}}
+    rows, fit_e, loso_e = [], [], []
+    by_fw: dict[str, list[float]] = {}
+    by_mode: dict[str, list[float]] = {}
     for m in ms:
-        pred = predict(m, catalog, cells)
-        others = throughput.fit_cells([o for o in ms if o.id != m.id], catalog.gpu, timecost.flops_per_token_factor)
-        loo = predict(m, catalog, others)
-        err = (pred / m.tokens_per_second - 1) * 100
-        lerr = (loo / m.tokens_per_second - 1) * 100
-        errs.append(abs(err))
-        loo_errs.append(abs(lerr))
-        util, _ = throughput.utilization_for(catalog.gpu(m.gpu_model), m.mode, m.checkpointing, cells)
-        rows.append(f"| {m.id} | {m.model} | {m.mode} | {m.gpus} x {m.gpu_model} ({m.interconnect}) | "
-                    f"{m.tokens_per_second:,.0f} | {pred:,.0f} | {err:+.1f}% | {loo:,.0f} | {lerr:+.1f}% | {util:.3f} |")
-    within = sum(1 for e in errs if e <= 25)
-    loo_within = sum(1 for e in loo_errs if e <= 25)
+        excluded = m.note.lower().startswith("exclude")
+        raw = speeds[m.id].tokens_per_second
+        pred, _, _ = throughput.calibrated(speeds[m.id], m.kernels, shipped)
+        held, _, _ = throughput.calibrated(speeds[m.id], m.kernels, loso[m.source_key])
+        e, le = (pred / m.tokens_per_second - 1) * 100, (held / m.tokens_per_second - 1) * 100
+        if not excluded:
+            fit_e.append(e)
+            loso_e.append(le)
+            by_fw.setdefault(m.framework, []).append(le)
+            by_mode.setdefault(m.mode, []).append(le)
+        rows.append(f"| {m.id}{' (excluded)' if excluded else ''} | {m.framework} | {m.mode} | {m.kernels} | "
+                    f"{m.gpus} x {m.gpu_model} ({m.interconnect}) | {m.seq_len} x {m.batch} | "
+                    f"{m.tokens_per_second:,.0f} | {raw:,.0f} | {pred:,.0f} | {e:+.1f}% | {held:,.0f} | {le:+.1f}% |")
+    scales = ", ".join(f"{k}: x{v:.3f}" for k, v in shipped.scale.items())
     text = "\n".join([
         "# Training throughput: predicted against published",
         "",
-        "Generated by `python scripts/throughput_report.py` from `pricing/data/throughput.csv` (each figure's",
-        "URL is in that file) and the fitted `pricing/data/utilization.csv`; do not edit by hand.",
-        "tokens/s are over all GPUs of the run. \"fit\" uses the shipped cells, which include the row itself;",
-        "\"leave one out\" refits without the row (falling back to the GPU generation, then to all GPUs of",
-        "the same mode), so it shows how the model does on a setup it was not fitted to.",
+        "Generated by `python scripts/throughput_report.py` from `pricing/data/throughput.csv` (each row's URL and",
+        "exact settings are in that file) and the fitted `pricing/data/utilization.csv`; do not edit by hand.",
+        "tokens/s are over all GPUs of the run. \"roofline\" is planner.perf's uncalibrated prediction for the",
+        "row's exact settings (model shapes, method, kernels, attention, checkpointing, batch, sequence, GPUs,",
+        "link); \"fit\" applies the shipped time scales (fitted to every row, in-sample); \"leave one source",
+        "out\" refits the scales without any row of the row's source and predicts it: the estimate of the error",
+        "on a publication the model never saw.",
         "",
-        "| id | model | mode | GPUs | published | fit | error | leave one out | error | utilization |",
-        "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        f"Shipped scales ({shipped.n} runs from {', '.join(shipped.sources)}): {scales}; "
+        f"QLoRA dequantization x{shipped.dequant_scale:.3f}.",
+        "",
+        "| id | framework | mode | kernels | GPUs | seq x batch | published | roofline | fit | error | "
+        "leave one source out | error |",
+        "| --- | --- | --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
         *rows,
         "",
-        (f"Fit: {within} of {len(errs)} within 25%, median absolute error {statistics.median(errs):.1f}% "
-         "(in-sample: most cells hold one measurement, so this only checks the arithmetic)."),
-        (f"Leave one out: {loo_within} of {len(loo_errs)} within 25%, median absolute error "
-         f"{statistics.median(loo_errs):.1f}%."),
+        "## Summary (leave one source out)",
         "",
-        "Utilizations above 0.6 (consumer cards in torchtune's compiled recipes) are effective figures",
-        "against the dense FP32-accumulate tensor rate and the 6N/8N FLOP count (no attention FLOPs): they",
-        "are what the measurements imply, not a claim about hardware efficiency.",
+        "| rows | n | median abs error | within 25% | median signed error |",
+        "| --- | ---: | ---: | ---: | ---: |",
+        summary("all", loso_e),
+        *[summary(f"framework {k}", v) for k, v in sorted(by_fw.items())],
+        *[summary(f"method {k}", v) for k, v in sorted(by_mode.items())],
+        "",
+        f"In-sample (fit): median abs error {statistics.median(abs(e) for e in fit_e):.1f}%, "
+        f"{sum(1 for e in fit_e if abs(e) <= 25)}/{len(fit_e)} within 25%.",
+        "",
+        "Rows marked excluded imply more FLOPs per second than the card's dense tensor peak (or another stated",
+        "reason in their note): they are shown, but kept out of the fit and the figures above.",
         "",
     ])
     return write_or_check(OUT, text, "python scripts/throughput_report.py --write-fit")

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from planner import estimate
-from pricing import load_catalog, plan_costs
+from planner import estimate, hardware
+from pricing import load_catalog, plan_costs, timecost
 
 DATA = Path(__file__).resolve().parents[1] / "pricing" / "data"
 PLANNER_DATA = Path(__file__).resolve().parents[1] / "planner" / "data"
@@ -41,8 +41,6 @@ for name in ("prices.csv", "prices_regions.csv"):  # later file wins on the same
         price = num(r["usd_per_hour"])
         PRICES[(r["platform"], r["instance_type"], r["region"], r["usage"])] = price or None
 GPUS = {r["gpu_model"]: r for r in rows("gpus.csv")}
-CELLS = rows("utilization.csv")
-SCALING = {(r["interconnect"], r["strategy"]): float(r["efficiency"]) for r in rows("scaling.csv")}
 OVER = {(r["platform"], r["item"]): r for r in rows("overheads.csv")}
 
 
@@ -90,17 +88,6 @@ def need(est, strategy, n):
 
 
 # ---- time and cost ----
-def utilization(gpu, mode, ck):
-    mode = "lora" if mode == "prompt-tuning" else mode
-    gen = GPUS[gpu].get("generation", "")
-    for level, key in (("gpu", gpu), ("generation", gen), ("mode", "*")):
-        for c in (ck, not ck):
-            for r in CELLS:
-                if (r["level"], r["key"], r["mode"], r["checkpointing"]) == (level, key, mode, "yes" if c else "no"):
-                    return float(r["utilization"])
-    return 0.40
-
-
 def link(inst, machines):
     if machines > 1:
         return "efa"
@@ -135,19 +122,20 @@ def over_seconds(est, platform, epochs):
 
 
 def billed_hours(est, inst, platform, strategy, gpus, machines, tokens, epochs):
-    spec = GPUS.get(inst["gpu_model"])
-    if spec is None:
+    """Billed overheads (re-derived here from overheads.csv) + tokens over the steady-state rate. The rate is
+    planner.perf's roofline through timecost.tokens_per_second (checked against hand counts in
+    tests/planner/test_perf_core.py); the link is re-derived here from the instance row."""
+    spec = hardware.gpu(inst["gpu_model"])
+    if spec is None or not spec.bf16_dense_tflops and not spec.fp16_dense_tflops:
         return None
-    bf16 = spec["bf16_supported"] == "yes" and est.job.precision != "fp16"
-    tflops = num(spec["bf16_dense_tflops"] if bf16 else spec["fp16_dense_tflops"])
-    if not tflops:
+    per_machine = int(inst["gpu_count"])
+    rate = timecost.tokens_per_second(est, gpus=gpus, spec=spec, strategy=strategy,
+                                      link=link(inst, machines) if gpus > 1 else "none",
+                                      interconnect=inst["interconnect"], gpus_per_machine=per_machine)
+    if rate is None:
         return None
-    ck = bool(est.job.gradient_checkpointing)
-    factor = (6 if est.job.mode == "full" else 4) + (2 if ck else 0)
-    eff = 1.0 if gpus == 1 else SCALING[(link(inst, machines), strategy)]
-    rate = gpus * tflops * 1e12 * utilization(inst["gpu_model"], est.job.mode, ck) * eff / (factor * est.params.active)
     _, billed = over_seconds(est, platform, epochs)
-    return billed / 3600 + tokens * epochs / rate / 3600
+    return billed / 3600 + tokens * epochs / rate.tokens_per_second / 3600
 
 
 def plans(est, inst):
@@ -166,7 +154,7 @@ def plans(est, inst):
 
 
 def oracle(est, tokens, epochs=1.0, region=None):
-    """{(platform, instance): cheapest cost over its fitting plans} for the job."""
+    """{(platform, instance): the cost of its first fitting plan} for the job."""
     sm_types = {k[1] for k in PRICES if k[0] == "sagemaker"}
     out = {}
     for platform in ("ec2", "sagemaker"):
@@ -189,6 +177,10 @@ def oracle(est, tokens, epochs=1.0, region=None):
                 else:
                     h = billed_hours(est, inst, platform, strategy, gpus, machines, tokens, epochs)
                     costs.append(None if h is None else h * price * machines)
+                # the fit rule runs the first plan that fits (fewest machines, simplest strategy: pricing/fit.py);
+                # with the roofline, a sharded plan can be faster than data-parallel (its optimizer step is
+                # sharded), so "cheapest of every fitting plan" is no longer the same thing
+                break
             if costs:
                 known = [c for c in costs if c is not None]
                 out[(platform, name)] = min(known) if known else None

@@ -10,11 +10,16 @@ Building ops (planner.perf.ops; every builder returns ``Op`` with ``flops``, ``b
   ``layer_forward_ops(dims, batch, q_len, kv_len)``              one decoder layer's forward
   ``prefill_ops(dims, batch, prompt_len, weight_bytes=2)``        a serving prefill step (all layers + LM head)
   ``decode_ops(dims, batch, context_len, weight_bytes=2, kv_bytes=2)``  a serving decode step
-  ``training_step_ops(dims, batch, seq_len, method=...)``         a training step (planner.perf.training)
+  ``training_step_ops(dims, batch, seq_len, Method(mode))``      a training step (planner.perf.training)
+  ``dims.sharded(tp)``                                            one GPU's share under tensor parallelism
+  ``dataset_speed(dims, Method(mode), gpu, lengths=..., seq_len, batch, packing)``  tokens/s on variable-length
+      data: dynamic padding per batch or TRL packing (planner.perf.training)
 Timing (planner.perf.roofline):
   ``op_time(op, gpu)`` -> ``OpTime``; ``step_time(ops, gpu)`` -> ``StepTime(seconds, flops, bytes, by_kind)``
   ``linear_time(...)`` / ``attention_time(...)``: one op's seconds, for quick calls.
-Communication (planner.perf.comm): ``comm_time(strategy, ...)`` per step over a link of planner.hardware.
+Communication (planner.perf.comm): ``comm_time(strategy, ...)`` per training step over a link, and
+``tensor_parallel_seconds(tokens, hidden, layers, tp, link_gb_s)`` for a TP serving step; the link's
+bandwidth is ``planner.hardware.link_bandwidth(link_for(interconnect, gpus, machines, gpu), gpu)``.
 
 Example (serving)::
 
@@ -24,6 +29,7 @@ Example (serving)::
 """
 from __future__ import annotations
 
+from .comm import comm_time, tensor_parallel_seconds
 from .ops import (ModelDims, Op, attention, attention_pairs, decode_ops, elementwise, head_ops, layer_forward_ops,
                   linear, prefill_ops)
 from .roofline import Efficiency, OpTime, StepTime, efficiency, load_efficiencies, op_time, step_time
@@ -41,6 +47,6 @@ def attention_time(gpu, batch: int, q_len: int, kv_len: int, heads: int, kv_head
                              kv_bytes=kv_bytes, backward=backward), gpu).seconds
 
 
-__all__ = ["Efficiency", "ModelDims", "Op", "OpTime", "StepTime", "attention", "attention_pairs", "attention_time",
+__all__ = ["comm_time", "tensor_parallel_seconds", "Efficiency", "ModelDims", "Op", "OpTime", "StepTime", "attention", "attention_pairs", "attention_time",
            "decode_ops", "efficiency", "elementwise", "head_ops", "layer_forward_ops", "linear", "linear_time",
            "load_efficiencies", "op_time", "prefill_ops", "step_time"]

@@ -11,7 +11,7 @@ ones (torch.compile, Liger, Unsloth) one read and one write.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -29,7 +29,8 @@ class Op:
     launches: int = 1
 
     def times(self, n: float) -> "Op":
-        return replace(self, flops=self.flops * n, bytes=self.bytes * n, launches=max(1, round(self.launches * n)))
+        return Op(self.name, self.kind, self.flops * n, self.bytes * n, self.path, self.precision, self.m,
+                  max(1, round(self.launches * n)))
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,17 @@ class ModelDims:
                    vocab=spec.vocab_size, experts=spec.num_local_experts if moe else 0,
                    experts_per_token=spec.num_experts_per_tok if moe else 0,
                    sliding_window=getattr(spec, "sliding_window", None))
+
+    def sharded(self, tp: int) -> "ModelDims":
+        """One GPU's share under tensor parallelism of degree ``tp`` (Megatron-LM column/row split: heads,
+        KV heads (at least one each), MLP width and the vocabulary of the LM head divide; hidden does not)."""
+        if tp <= 1:
+            return self
+        return ModelDims(hidden=self.hidden, layers=self.layers, heads=max(1, self.heads // tp),
+                         kv_heads=max(1, self.kv_heads // tp), head_dim=self.head_dim,
+                         intermediate=max(1, self.intermediate // tp), vocab=max(1, self.vocab // tp),
+                         experts=self.experts, experts_per_token=self.experts_per_token,
+                         sliding_window=self.sliding_window)
 
     def linears(self) -> tuple[tuple[str, int, int, int], ...]:
         """(name, in, out, tokens-multiplier) of one layer's linears; MoE experts see top-k tokens each."""

@@ -43,7 +43,17 @@ def load_efficiencies(path: Path | None = None) -> dict[tuple[str, str], Efficie
 
 
 def efficiency(generation: str, path: str, table: dict | None = None) -> Efficiency:
-    table = load_efficiencies() if table is None else table
+    if table is None:
+        return _efficiency(generation, path)
+    return _lookup(generation, path, table)
+
+
+@lru_cache(maxsize=256)
+def _efficiency(generation: str, path: str) -> Efficiency:
+    return _lookup(generation, path, load_efficiencies())
+
+
+def _lookup(generation: str, path: str, table: dict) -> Efficiency:
     row = table.get((generation, path)) or table.get(("*", path))
     if row is None:
         raise PlannerError(f"planner/data/efficiency.csv has no row for kernel path '{path}'")

@@ -49,7 +49,7 @@ def test_link_bandwidth():
     bw, _ = hardware.link_bandwidth("nvswitch", hardware.gpu("H100"))
     assert bw == pytest.approx(900 / 2 * 0.8)
     bw, _ = hardware.link_bandwidth("efa", hardware.gpu("H100"), "NVSwitch+3200Gbps EFA", 8)
-    assert bw == pytest.approx(3200 / 8 / 8 * 0.7)
+    assert bw == pytest.approx(3200 / 8 * 0.7)
 
 
 def test_linear_and_attention_counts():
@@ -108,3 +108,95 @@ def test_perf_core_imports_nothing_heavy():
             "bad = [m for m in ('torch', 'transformers', 'numpy', 'pricing') if m in sys.modules]; print(bad)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_tensor_parallel_share_and_all_reduce():
+    half = DIMS.sharded(2)
+    assert (half.heads, half.kv_heads, half.intermediate, half.vocab, half.hidden) == (16, 4, 7168, 64128, 4096)
+    g = hardware.gpu("H100")
+    one = perf.step_time(perf.decode_ops(DIMS, 8, 1024), g).seconds
+    two = perf.step_time(perf.decode_ops(half, 8, 1024), g).seconds
+    assert one / 2 < two < one  # less to read per GPU, but not all of it halves (hidden-wide ops do not)
+    bw, _ = hardware.link_bandwidth("nvswitch", g)
+    ar = perf.tensor_parallel_seconds(8, 4096, 32, 2, bw)
+    assert ar == pytest.approx(2 * 32 * (2 * 1 / 2 * 8 * 4096 * 2) / (bw * 1e9))
+    assert perf.tensor_parallel_seconds(8, 4096, 32, 1, bw) == 0.0
+
+
+def test_moe_decode_reads_only_the_experts_it_reaches():
+    moe = perf.ModelDims(hidden=4096, layers=32, heads=32, kv_heads=8, head_dim=128, intermediate=14336,
+                         vocab=32000, experts=8, experts_per_token=2)
+    g = hardware.gpu("H100")
+    one = sum(o.bytes for o in perf.decode_ops(moe, 1, 512) if o.name == "down_proj")
+    many = sum(o.bytes for o in perf.decode_ops(moe, 64, 512) if o.name == "down_proj")
+    per_expert = 14336 * 4096 * 2 * 32
+    assert one == pytest.approx(2 * per_expert, rel=0.01) and many == pytest.approx(8 * per_expert, rel=0.01)
+    assert perf.step_time(perf.decode_ops(moe, 64, 512), g).seconds > perf.step_time(perf.decode_ops(moe, 1, 512), g).seconds
+
+
+def test_comm_volumes_by_strategy():
+    from planner.perf.comm import NF4_GATHER_BYTES, comm_bytes, comm_time
+    p, t = 8_000_000_000, 40_000_000
+    ring = 7 / 8
+    assert comm_bytes("single-gpu", gpus=8, total_params=p, trainable_params=t, mode="lora") == 0
+    assert comm_bytes("data-parallel", gpus=8, total_params=p, trainable_params=t, mode="lora") == 2 * ring * t * 2
+    assert comm_bytes("data-parallel", gpus=8, total_params=p, trainable_params=t, mode="lora",
+                      grad_accum=4) == 2 * ring * t * 2 / 4
+    assert comm_bytes("fsdp", gpus=8, total_params=p, trainable_params=p, mode="full") == 2 * ring * p * 2 + ring * p * 2
+    assert comm_bytes("fsdp-qlora", gpus=8, total_params=p, trainable_params=t, mode="qlora") == \
+        2 * ring * p * NF4_GATHER_BYTES + ring * t * 2
+    hidden = comm_time("fsdp", gpus=8, link_gb_s=100, total_params=p, trainable_params=p, mode="full", layers=32,
+                       compute_seconds=10.0)
+    assert hidden.exposed_seconds == pytest.approx(hidden.seconds / 32)  # all but one layer's worth hidden
+    slow = comm_time("fsdp", gpus=8, link_gb_s=1, total_params=p, trainable_params=p, mode="full", layers=32,
+                     compute_seconds=10.0)
+    assert slow.exposed_seconds == pytest.approx(slow.seconds - 10.0 + slow.seconds / 32)
+
+
+def test_training_step_by_method():
+    from planner.perf.training import NF4_BYTES, Method, training_step_ops
+    d = perf.ModelDims(hidden=1024, layers=4, heads=8, kv_heads=8, head_dim=128, intermediate=4096, vocab=1000)
+    layer_params = 1024 * 1024 * 4 + 3 * 1024 * 4096
+    t = 2 * 512
+
+    def flops(ops, kind=None, name=None):
+        return sum(o.flops for o in ops if (kind is None or o.kind == kind) and (name is None or name in o.name))
+
+    full = training_step_ops(d, 2, 512, Method("full", checkpointing=False))
+    lora = training_step_ops(d, 2, 512, Method("lora", checkpointing=False))
+    # full: forward + input grads + weight grads of every layer linear = 3 x 2 T N_layer
+    layer_gemm = sum(o.flops for o in full if o.kind == "gemm" and "lm_head" not in o.name)
+    assert layer_gemm == pytest.approx(3 * 2 * t * layer_params * 4)
+    assert not any("wgrad" in o.name and "lora" not in o.name for o in lora)  # frozen base: no weight grads
+    base = sum(o.flops for o in lora if o.kind == "gemm" and "lora" not in o.name and "lm_head" not in o.name)
+    assert base == pytest.approx(2 * 2 * t * layer_params * 4)  # forward + input grads only
+    ck = training_step_ops(d, 2, 512, Method("lora", checkpointing=True))
+    assert flops(ck, name="_recompute") == pytest.approx(
+        sum(o.flops for o in lora if not o.name.endswith("_bwd") and o.kind in ("gemm", "attention", "elementwise")
+            and "lora" not in o.name and "lm_head" not in o.name and "final_norm" not in o.name
+            and "cross_entropy" not in o.name))
+    q = training_step_ops(d, 2, 512, Method("qlora", checkpointing=True))
+    dq = sum(o.bytes for o in q if o.kind == "dequant")
+    assert dq == pytest.approx(layer_params * 4 * (NF4_BYTES + 2) * 3)  # forward, recompute, backward
+
+
+def test_dataset_speed_padding_packing_and_underfed_steps():
+    """A skewed length mix (many short records, a few long): padding waste without packing, packing runs
+    full-length steps, and a batch of one short record is an underfed step (slower per token)."""
+    from planner.perf.training import Method, _step, dataset_speed
+    g = hardware.gpu("H100")
+    m = Method("qlora")
+    lengths = ([100] * 9 + [2000]) * 10  # a long record every tenth: most batches of 4 pad to 2001
+    plain = dataset_speed(DIMS, m, g, lengths=lengths, seq_len=2048, batch=4)
+    with_eos = [n + 1 for n in lengths]
+    padded = sum(len(with_eos[i:i + 4]) * max(with_eos[i:i + 4]) for i in range(0, 100, 4))
+    assert plain.padded_tokens == padded
+    packed = dataset_speed(DIMS, m, g, lengths=lengths, seq_len=2048, batch=4, packing=True)
+    full = 4 * 2048 / _step(DIMS, 4, 2048, m, g).seconds
+    assert plain.real_tokens == packed.real_tokens == 90 * 101 + 10 * 2001
+    assert plain.padding_fraction > 0.5 and packed.padding_fraction < 4 * 2048 / packed.padded_tokens
+    assert plain.tokens_per_second < packed.tokens_per_second <= full * 1.0001
+    one = dataset_speed(DIMS, m, g, lengths=[100] * 50, seq_len=2048, batch=1)
+    assert one.padding_fraction == 0 and one.tokens_per_second < 0.5 * full  # short steps leave the GPU underfed
+    truncated = dataset_speed(DIMS, m, g, lengths=[10_000], seq_len=2048, batch=1)
+    assert truncated.real_tokens == 2048
