@@ -39,27 +39,27 @@ class Recipe:
 def recipe(spec: ModelSpec, job: Job) -> Recipe:
     c = 4 if job.compute_dtype == "fp32" else 2
     # Gemma 2 prefers eager; gpt-oss has no SDPA path (its attention sinks: _supports_sdpa = False)
-    eager = job.attention == "eager" or spec.model_type in ("gemma2", "gpt_oss")
+    eager = job.attention == "eager" or spec.traits.eager_attention
     gqa = spec.num_key_value_heads < spec.num_attention_heads
     # fp32 q/k/v: flash is out; the memory-efficient kernel takes fp32 but not enable_gqa, so GQA
     # models fall back to the math kernel.
     fp32_sdpa = "math" if gqa else "efficient"
-    if job.mode == "qlora" and job.kbit_prep:
+    if job.kbit_upcast:
         return Recipe(residual=4, compute=4, attention="eager" if eager else fp32_sdpa, lora=True, base_trainable=False)
-    if job.mode == "qlora":  # pure bf16 (FSDP-QLoRA): a 4-bit base whose everything else is 16-bit
+    if job.kind.quantized_base:  # pure bf16 (FSDP-QLoRA): a 4-bit base whose everything else is 16-bit
         return Recipe(residual=2, compute=2, attention="eager" if eager else "flash", lora=True, base_trainable=False)
-    if job.mode == "full":
+    if job.kind.trains_base:
         mixed = job.precision == "fp32" and c == 2
         r = 4 if job.precision == "fp32" else 2
         return Recipe(residual=r, compute=c if mixed else r, attention="eager" if eager else "flash",
                       lora=False, base_trainable=True)
     b = 4 if job.precision == "fp32" else 2
     attn = "eager" if eager else ("flash" if b == 2 else fp32_sdpa)
-    return Recipe(residual=b, compute=b, attention=attn, lora=job.mode == "lora", base_trainable=False)
+    return Recipe(residual=b, compute=b, attention=attn, lora=job.kind.lora and not job.kind.quantized_base, base_trainable=False)
 
 
 def _norms_per_layer(spec: ModelSpec) -> int:
-    return 4 if spec.model_type in ("gemma2", "gemma3_text") else 2
+    return 4 if spec.traits.sandwich_norms else 2
 
 
 def qk_norm_width(spec: ModelSpec) -> int:
@@ -68,7 +68,7 @@ def qk_norm_width(spec: ModelSpec) -> int:
     Qwen3, Qwen3-MoE and Gemma 3 normalise each head of q and k (``q_norm``/``k_norm`` over
     head_dim), OLMo-2 the whole q and k projections; either way the norms read q_dim + kv_dim
     values per token and, like every RMSNorm, save their fp32 upcast input for backward."""
-    if spec.model_type == "llama4_text":
+    if spec.traits.qk_norm == "l2_rope":
         # Llama4TextL2Norm on q and k of the RoPE layers only (use_qk_norm; no_rope_layers marks NoPE
         # layers with 0, by default every no_rope_layer_interval-th): averaged over the layers
         if spec.get("use_qk_norm") is False:
@@ -77,7 +77,7 @@ def qk_norm_width(spec: ModelSpec) -> int:
         flags = spec.get("no_rope_layers") or [int((n + 1) % int(spec.get("no_rope_layer_interval") or 4) != 0)
                                                 for n in range(L)]
         return (spec.q_dim + spec.kv_dim) * sum(1 for f in flags[:L] if f) // L
-    return spec.q_dim + spec.kv_dim if spec.model_type in ("qwen3", "qwen3_moe", "gemma3_text", "olmo2") else 0
+    return spec.q_dim + spec.kv_dim if spec.traits.qk_norm else 0
 
 
 def mla_norm_width(spec: ModelSpec) -> int:
@@ -85,7 +85,7 @@ def mla_norm_width(spec: ModelSpec) -> int:
     ``q_a_layernorm`` over the compressed query (q_lora_rank; absent in V2-Lite) and
     ``kv_a_layernorm`` over the compressed KV (kv_lora_rank), each saving its fp32 upcast input
     (modeling_deepseek_v3.DeepseekV3Attention; seen on real PEFT steps)."""
-    if spec.model_type not in ("deepseek_v2", "deepseek_v3"):
+    if not spec.traits.mla:
         return 0
     return int(spec.get("q_lora_rank") or 0) + int(spec.get("kv_lora_rank") or 0)
 
@@ -99,9 +99,9 @@ def moe_widths(spec: ModelSpec) -> tuple[int, int]:
     if not spec.is_moe:
         return 0, spec.intermediate_size
     routed = spec.num_experts_per_tok * spec.moe_intermediate_size
-    if spec.model_type in ("deepseek_v2", "deepseek_v3"):
+    if spec.traits.shared_experts == "n_shared":
         return routed, spec.moe_intermediate_size * int(spec.get("n_shared_experts") or 0)
-    if spec.model_type == "llama4_text":
+    if spec.traits.shared_experts == "one":
         return routed, spec.intermediate_size
     return routed, 0
 
@@ -118,12 +118,12 @@ def attention_saved(spec: ModelSpec, rec: Recipe, seq: int) -> int:
         return c * 3 * q + c * nh * seq
     # eager (modeling_llama.eager_attention_forward): q, repeated k, v; softmax in fp32 (saved)
     # and its cast back (saved by the matmul); gemma2's logit soft-capping saves a tanh output.
-    if spec.model_type == "gpt_oss":
+    if spec.traits.attention_sinks:
         # the softmax runs in the logits' own dtype over seq + 1 (the sink) and saves its output, which
         # the matmul with v saves again as a view; the max subtracted first saves its int64 indices
         # (modeling_gpt_oss.eager_attention_forward; seen on real PEFT steps)
         return c * 3 * q + c * nh * (seq + 1) + 8 * nh
-    softcap = c * nh * seq if spec.model_type == "gemma2" else 0
+    softcap = c * nh * seq if spec.traits.softcap else 0
     del window  # the scores are seq x seq even where a sliding mask applies
     cast_back = c if c != 4 else 0  # softmax(dtype=fp32).to(q.dtype) is a no-op for fp32 q
     return c * 3 * q + (4 + cast_back) * nh * seq + softcap
@@ -136,18 +136,18 @@ def layer_saved(spec: ModelSpec, job: Job, seq: int, idx: int | None = None) -> 
     rec = recipe(spec, job)
     h, q, i, r, c = spec.hidden_size, spec.q_dim, spec.intermediate_size, rec.residual, rec.compute
     routed_layer = spec.is_moe and (idx is None or is_moe_layer(spec, idx))
-    if spec.is_moe and not routed_layer and spec.model_type == "llama4_text":
+    if spec.is_moe and not routed_layer and spec.traits.all_experts:
         i = int(spec.get("intermediate_size_mlp") or i)
     # RMSNorm upcasts to fp32 and saves that input; with a trainable weight it also saves its output.
     norms = _norms_per_layer(spec) * (4 * h + (r * h if rec.base_trainable else 0))
     qk = qk_norm_width(spec) + mla_norm_width(spec)
     norms += 4 * qk + (c * qk if rec.base_trainable else 0)
     attn = attention_saved(spec, rec, seq)
-    fused = spec.model_type == "phi3"
+    fused = spec.traits.fused_projections
     # MLP: act(gate) saves gate; gate*up saves act and up (phi3: the fused gate_up output is kept whole).
     mlp = 3 * c * i
     if routed_layer:
-        mlp = moe_saved(spec, job, c) if spec.model_type != "llama4_text" else llama4_mlp_saved(spec, job, c)
+        mlp = llama4_mlp_saved(spec, job, c) if spec.traits.all_experts else moe_saved(spec, job, c)
     linears = 0
     if rec.base_trainable:
         # each linear saves its input. Under autocast (fp32 residual, bf16 compute) q, k, v and gate/up
@@ -176,19 +176,19 @@ def moe_saved(spec: ModelSpec, job: Job, c: int) -> int:
     """
     k, h, i, experts = spec.num_experts_per_tok, spec.hidden_size, spec.moe_intermediate_size, spec.num_local_experts
     _, shared = moe_widths(spec)
-    gate = 4 * i if spec.model_type == "gpt_oss" else i
+    gate = 4 * i if spec.traits.clamped_swiglu else i
     per_slot = c * (h + 2 * i + gate) + (c * (h + i) if experts_trainable(spec, job) else 0)
     # DeepSeek's router multiplies an fp32 copy of the hidden state (DeepseekV3TopkRouter), saved
     # when its weight takes gradients (full fine-tuning, or LoRA on ``gate``)
-    router = 4 * h if spec.model_type in ("deepseek_v2", "deepseek_v3") and router_trainable(spec, job) else 0
+    router = 4 * h if spec.traits.fp32_router and router_trainable(spec, job) else 0
     return k * (per_slot + 24 + c) + 4 * experts + 8 * k + 3 * c * shared + router
 
 
 def router_trainable(spec: ModelSpec, job: Job) -> bool:
     """Whether the MoE router's weight takes gradients (full fine-tuning, or LoRA on ``gate``)."""
-    if job.mode == "full":
+    if job.kind.trains_base:
         return True
-    return job.mode in ("lora", "qlora") and any(n == "gate" for n, _, _ in lora_targets(spec, job))
+    return job.kind.lora and any(n == "gate" for n, _, _ in lora_targets(spec, job))
 
 
 def llama4_mlp_saved(spec: ModelSpec, job: Job, c: int) -> int:
@@ -205,9 +205,9 @@ def llama4_mlp_saved(spec: ModelSpec, job: Job, c: int) -> int:
 def experts_trainable(spec: ModelSpec, job: Job) -> bool:
     """Whether the fused expert weights take gradients: full fine-tuning, or LoRA on them (PEFT's
     ParamWrapper, where ``weights.lora_targets`` lists ``experts.*``)."""
-    if job.mode == "full":
+    if job.kind.trains_base:
         return True
-    if job.mode not in ("lora", "qlora"):
+    if not job.kind.lora:
         return False
     return any(n.startswith("experts.") for n, _, _ in lora_targets(spec, job))
 
@@ -221,12 +221,12 @@ def lora_expert_weights(spec: ModelSpec, job: Job) -> int:
     that the grouped matmul saves; the router (a parameter, not an ``nn.Linear``) gets W + BA the
     same way. Seen on real PEFT steps on tiny Qwen3-MoE and Mixtral (tests/planner/test_mechanisms_cpu.py).
     """
-    if not (spec.is_moe and job.mode in ("lora", "qlora")):
+    if not (spec.is_moe and job.kind.lora):
         return 0
     names = {n for n, _, _ in lora_targets(spec, job)}
     h, i, experts, r = spec.hidden_size, spec.moe_intermediate_size, spec.num_local_experts, job.lora_r
     # QLoRA: prepare_model_for_kbit_training upcasts the non-quantized expert stacks to fp32
-    w = 4 if job.mode == "qlora" and job.kbit_prep or job.precision == "fp32" else 2
+    w = 4 if job.kbit_upcast or job.precision == "fp32" else 2
     total = 0
     if "experts.gate_up_proj" in names:
         total += w * experts * (2 * i * h + 2 * r * (h + 2 * i))
@@ -270,7 +270,7 @@ def released_before_peak(spec: ModelSpec, job: Job) -> int:
     Without dropout the peak comes after lora_A's backward has released the down projection's
     fp32 input; with dropout the dropout backward itself is the peak and that input is still alive
     (both seen on real PEFT steps, tests/planner/test_mechanisms_cpu.py)."""
-    if job.mode not in ("lora", "qlora") or job.lora_dropout > 0:
+    if not job.kind.lora or job.lora_dropout > 0:
         return 0
     adapter = 2 if job.pure_bf16_qlora else 4
     return sum(adapter * n_in for name, n_in, _ in lora_targets(spec, job) if name in ("down_proj", "w2"))
@@ -303,7 +303,7 @@ def backward_transient(spec: ModelSpec, job: Job) -> int:
     rec = recipe(spec, job)
     h, i = spec.hidden_size, spec.intermediate_size
     residual = 2 * rec.residual * h
-    if job.mode == "qlora" and job.kbit_prep:
+    if job.kbit_upcast:
         return residual + (8 * i if job.lora_dropout > 0 else 12 * i)
     lora_path = (4 if job.pure_bf16_qlora else 8) * i if rec.lora else 0  # two adapter-path gradients
     return residual + rec.compute * i + lora_path
@@ -325,11 +325,11 @@ def logits_bytes(spec: ModelSpec, job: Job) -> tuple[int, int]:
     """
     v = spec.vocab_size
     rec = recipe(spec, job)
-    head_dtype = 4 if (job.mode == "qlora" and job.kbit_prep or job.precision == "fp32" and job.mode != "full") \
+    head_dtype = 4 if (job.kbit_upcast or job.precision == "fp32" and not job.kind.trains_base) \
         else rec.compute
     fwd = (head_dtype if head_dtype != 4 else 0) * v + 4 * v + 4 * v
     bwd = 12 * v
-    if spec.model_type == "gemma2":  # final logit soft-capping: tanh output saved for backward
+    if spec.traits.softcap:  # final logit soft-capping: tanh output saved for backward
         fwd += head_dtype * v
         bwd += head_dtype * v
     return fwd, bwd
@@ -344,17 +344,17 @@ def prefill_peak(spec: ModelSpec, job: Job) -> int:
     """
     c = 4 if job.precision == "fp32" else 2
     h, i = spec.hidden_size, spec.intermediate_size
-    mlp = (4 if spec.model_type == "phi3" else 3) * c * i
+    mlp = (4 if spec.traits.fused_projections else 3) * c * i
     if spec.is_moe:
-        mlp = moe_prefill(spec, c) if spec.model_type != "llama4_text" else llama4_moe_prefill(spec, c)
+        mlp = llama4_moe_prefill(spec, c) if spec.traits.all_experts else moe_prefill(spec, c)
     # Gemma's extra norms, and Llama 4's decoder layer, which keeps the attention output in its own
     # variable (``attention_states``) through the MLP, hold a fifth hidden vector
-    hidden = (5 if spec.model_type in ("gemma2", "gemma3_text", "llama4_text") else 4) * c * h
+    hidden = (5 if spec.traits.holds_attention_output else 4) * c * h
     # SDPA skips the causal mask (is_causal) but not the sliding one: a boolean batch x seq x seq mask
     # (masking_utils.sdpa_mask) lives through the forward once the prompt outgrows the window.
-    eager = job.attention == "eager" or spec.model_type in ("gemma2", "gpt_oss")
+    eager = job.attention == "eager" or spec.traits.eager_attention
     window = spec.sliding_window
-    if spec.model_type == "llama4_text":
+    if spec.traits.chunked_attention:
         # chunked attention on the RoPE layers is a boolean mask as well (masking_utils.chunked_causal_mask)
         window = spec.get("attention_chunk_size")
     mask = job.seq_len if window and job.seq_len > window and any(sliding_layer_flags(spec)) and not eager else 0
@@ -387,8 +387,8 @@ def eager_held_attention(spec: ModelSpec, job: Job, c: int) -> int:
     forward keeps its additive masks (batch x seq x seq each, 16-bit; Gemma 2 and gpt-oss build a
     full and a sliding one). Seen on a real gpt-oss prefill (tests/planner/test_mechanisms_cpu.py)."""
     seq = job.seq_len
-    sinks = 1 if spec.model_type == "gpt_oss" else 0
-    masks = 2 if spec.model_type in ("gemma2", "gpt_oss") else 1
+    sinks = 1 if spec.traits.attention_sinks else 0
+    masks = 2 if spec.traits.full_and_sliding_masks else 1
     return c * spec.num_attention_heads * (seq + sinks) + masks * c * seq
 
 
@@ -410,11 +410,11 @@ def moe_prefill(spec: ModelSpec, c: int) -> int:
     experts run after the routed ones, beside their output (modeling_deepseek_v3.DeepseekV3MoE).
     """
     k, h, i, experts = spec.num_experts_per_tok, spec.hidden_size, spec.moe_intermediate_size, spec.num_local_experts
-    bias = spec.model_type == "gpt_oss"
+    bias = spec.traits.clamped_swiglu
     gate = 7 + 2 if bias else 4
     # DeepSeek routes in fp32 (DeepseekV3TopkRouter: F.linear on fp32 hidden and weight), so the
     # router-weighted down output and its reordered copy are fp32: 2h at c plus 2h at 4 B per slot
-    w = 4 if spec.model_type in ("deepseek_v2", "deepseek_v3") else c
+    w = 4 if spec.traits.fp32_router else c
     down = 2 * c * h + 2 * w * h + (c * h if bias else 0)
     routed = k * max(down, c * (h + gate * i)) + 32 * k + experts * w + 12 * k
     _, shared = moe_widths(spec)
@@ -428,11 +428,11 @@ def eager_prefill_attention(spec: ModelSpec, job: Job, seq: int) -> int:
     copy for ``softmax(dtype=float32)`` and its output, and the causal masks (``batch x seq x seq``
     each; Gemma-2 keeps a sliding and a full one). Seen on real prefills (tests/planner/test_mechanisms_cpu.py).
     """
-    if not (job.attention == "eager" or spec.model_type in ("gemma2", "gpt_oss")):
+    if not (job.attention == "eager" or spec.traits.eager_attention):
         return 0
     c = 4 if job.precision == "fp32" else 2
-    masks = 2 if spec.model_type in ("gemma2", "gpt_oss") else 1
-    if spec.model_type == "gpt_oss":
+    masks = 2 if spec.traits.full_and_sliding_masks else 1
+    if spec.traits.attention_sinks:
         # the sinks join the logits (cat, seq + 1) and the max is subtracted in 16-bit before a 16-bit
         # softmax: the masked scores, the concatenation and the shifted logits live together
         # (modeling_gpt_oss.eager_attention_forward; seen on a real prefill)
@@ -456,7 +456,7 @@ def kv_cache_bytes(spec: ModelSpec, seq: int, dtype_bytes: int, *, prefill: bool
     (modeling_deepseek_v3: "cache read / write is performed while latent KV is still compressed").
     """
     per_layer_token = 2 * spec.kv_dim * dtype_bytes
-    if spec.model_type in ("deepseek_v2", "deepseek_v3"):
+    if spec.traits.mla:
         per_layer_token = (int(spec.get("kv_lora_rank")) + int(spec.get("qk_rope_head_dim"))) * dtype_bytes
     L = spec.num_hidden_layers
     if prefill or not spec.sliding_window or seq <= spec.sliding_window:
@@ -473,9 +473,9 @@ def sliding_layer_flags(spec: ModelSpec) -> list[bool]:
     types = spec.config.get("layer_types")
     if types and len(types) == L:
         return [t == "sliding_attention" for t in types]
-    if spec.model_type in ("gemma2", "gpt_oss"):  # sliding on even layers (configuration_gpt_oss.py)
+    if spec.traits.sliding_layout == "alternate":  # sliding on even layers (configuration_gpt_oss.py)
         return [(i + 1) % 2 == 1 for i in range(L)]
-    if spec.model_type == "gemma3_text":  # configuration_gemma3.py: sliding unless (i + 1) % pattern == 0
+    if spec.traits.sliding_layout == "every_nth":  # configuration_gemma3.py: sliding unless (i + 1) % pattern == 0
         pattern = int(spec.get("sliding_window_pattern") or 6)
         return [bool((i + 1) % pattern) for i in range(L)]
     return [True] * L

@@ -77,43 +77,40 @@ class _Block:
 
 
 class _Pool:
+    """One pool's segments. Free blocks sit in one sorted list of (size, segment, offset, block):
+    best fit is a bisection, ties go to the lowest address, as in the allocator's BlockComparator."""
+
     def __init__(self, small: bool, expandable: bool, max_split: int | None):
-        self.small, self.expandable, self.max_split = small, expandable, max_split
-        self.free: list[tuple[int, int, int]] = []   # (size, seg, offset) of free blocks, sorted
-        self.blocks: dict[tuple[int, int], _Block] = {}  # (seg, offset) -> free block
+        self.small, self.expandable = small, expandable
+        self.max_split = None if expandable else max_split  # expandable segments ignore max_split_size
+        self.free: list[tuple[int, int, int, _Block]] = []
         self.reserved = 0
         self.segments = 0
         self.tail: _Block | None = None  # expandable: last block of the one segment
+        self.min_rest = MIN_BLOCK if small else SMALL_SIZE + 1  # smallest remainder that is split off
 
     def _add_free(self, b: _Block) -> None:
         b.free = True
-        bisect.insort(self.free, (b.size, b.seg, b.offset))
-        self.blocks[(b.seg, b.offset)] = b
+        bisect.insort(self.free, (b.size, b.seg, b.offset, b))
 
     def _remove_free(self, b: _Block) -> None:
-        i = bisect.bisect_left(self.free, (b.size, b.seg, b.offset))
-        del self.free[i]
-        del self.blocks[(b.seg, b.offset)]
-
-    def _should_split(self, block: _Block, size: int) -> bool:
-        remaining = block.size - size
-        if self.small:
-            return remaining >= MIN_BLOCK
-        if self.max_split is not None and block.size >= self.max_split and not self.expandable:
-            return False
-        return remaining > SMALL_SIZE
+        del self.free[bisect.bisect_left(self.free, (b.size, b.seg, b.offset))]
 
     def _find(self, size: int) -> _Block | None:
-        i = bisect.bisect_left(self.free, (size, -1, -1))
-        while i < len(self.free):
-            b = self.blocks[self.free[i][1:]]
-            if self.max_split is not None and not self.expandable:
-                # oversize blocks serve only oversize requests, and not much smaller ones
-                if size < self.max_split <= b.size:
-                    i += 1
-                    continue
-                if size >= self.max_split and b.size >= size + LARGE_BUFFER:
-                    return None
+        free = self.free
+        i = bisect.bisect_left(free, (size,))
+        if i == len(free):
+            return None
+        if self.max_split is None:
+            return free[i][3]
+        while i < len(free):
+            b = free[i][3]
+            # oversize blocks serve only oversize requests, and not much smaller ones
+            if size < self.max_split <= b.size:
+                i += 1
+                continue
+            if size >= self.max_split and b.size >= size + LARGE_BUFFER:
+                return None
             return b
         return None
 
@@ -145,42 +142,46 @@ class _Pool:
     def malloc(self, size: int) -> _Block:
         b = self._find(size)
         if b is not None:
-            self._remove_free(b)
+            del self.free[bisect.bisect_left(self.free, (b.size, b.seg, b.offset))]
         else:
             b = self._grow(size)
         b.free = False
-        if self._should_split(b, size):
-            rest = _Block(b.seg, b.offset + size, b.size - size)
-            rest.prev, rest.next = b, b.next
-            if b.next is not None:
-                b.next.prev = rest
+        rest_size = b.size - size
+        if rest_size >= self.min_rest and (self.max_split is None or b.size < self.max_split or self.small):
+            rest = _Block(b.seg, b.offset + size, rest_size)
+            nxt = b.next
+            rest.prev, rest.next = b, nxt
+            if nxt is not None:
+                nxt.prev = rest
             b.next = rest
             if self.tail is b:
                 self.tail = rest
             b.size = size
-            self._add_free(rest)
+            bisect.insort(self.free, (rest_size, rest.seg, rest.offset, rest))
         return b
 
     def release(self, b: _Block) -> None:
-        for nb in (b.prev, b.next):
-            if nb is not None and nb.free:
-                self._remove_free(nb)
-                if nb is b.prev:
-                    nb.size += b.size
-                    nb.next = b.next
-                    if b.next is not None:
-                        b.next.prev = nb
-                    if self.tail is b:
-                        self.tail = nb
-                    b = nb
-                else:
-                    b.size += nb.size
-                    b.next = nb.next
-                    if nb.next is not None:
-                        nb.next.prev = b
-                    if self.tail is nb:
-                        self.tail = b
-        self._add_free(b)
+        free = self.free
+        prev, nxt = b.prev, b.next
+        if prev is not None and prev.free:
+            del free[bisect.bisect_left(free, (prev.size, prev.seg, prev.offset))]
+            prev.size += b.size
+            prev.next = nxt
+            if nxt is not None:
+                nxt.prev = prev
+            if self.tail is b:
+                self.tail = prev
+            b = prev
+        if nxt is not None and nxt.free:
+            del free[bisect.bisect_left(free, (nxt.size, nxt.seg, nxt.offset))]
+            b.size += nxt.size
+            b.next = nxt.next
+            if nxt.next is not None:
+                nxt.next.prev = b
+            if self.tail is nxt:
+                self.tail = b
+        b.free = True
+        bisect.insort(free, (b.size, b.seg, b.offset, b))
 
 
 def replay(events: Iterable[tuple[str, int, int]], policy: str = "caching",
@@ -190,25 +191,25 @@ def replay(events: Iterable[tuple[str, int, int]], policy: str = "caching",
     if policy not in POLICIES:
         raise ValueError(f"unknown allocator policy {policy!r}")
     expandable = policy == "expandable"
-    pools = {True: _Pool(True, expandable, max_split_size), False: _Pool(False, expandable, max_split_size)}
+    small, large = _Pool(True, expandable, max_split_size), _Pool(False, expandable, max_split_size)
     live: dict[int, tuple[_Pool, _Block, int]] = {}
     allocated = peak = 0
     for op, key, size in events:
         if op == "alloc":
-            r = round_size(size)
-            pool = pools[r <= SMALL_SIZE]
+            r = MIN_BLOCK if size < MIN_BLOCK else -(-size // MIN_BLOCK) * MIN_BLOCK
+            pool = small if r <= SMALL_SIZE else large
             block = pool.malloc(r)
             live[key] = (pool, block, block.size)
             allocated += block.size
-            peak = max(peak, allocated)
+            if allocated > peak:
+                peak = allocated
         elif op == "reset":
             peak = allocated
         else:
             pool, block, size = live.pop(key)
             allocated -= size
             pool.release(block)
-    return AllocatorReplay(policy, sum(p.reserved for p in pools.values()), peak,
-                           sum(p.segments for p in pools.values()))
+    return AllocatorReplay(policy, small.reserved + large.reserved, peak, small.segments + large.segments)
 
 
 class Trace:

@@ -19,7 +19,7 @@ from __future__ import annotations
 from functools import lru_cache
 
 from . import activations as act
-from . import steptrace
+from . import replays, steptrace
 from .allocator import AllocatorReplay, replay
 from .breakdown import DeferredEstimate, MemoryTerm
 from .config_checks import quantized_checkpoint_note
@@ -63,12 +63,30 @@ def _optimizer(job: Job, n_trainable: int, param_bytes: int) -> tuple[int, int, 
             f"exp_avg + exp_avg_sq in the param dtype: 2 x {param_bytes} B x {n_trainable:,}")
 
 
-def _replay_key(terms) -> tuple:
-    return tuple((t.name, t.bytes) for t in terms if t.name in ("LoRA adapters", "dequantization buffer"))
+def replay_args(spec: ModelSpec, params: ParamCounts, job: Job, terms) -> tuple[Job, int, tuple[int, int]]:
+    """What the allocator trace of ``job`` is built from besides the model: the job without the
+    fields the trace does not read, the bytes inference allocates up front (adapters,
+    dequantization buffers) and the optimizer's (state, step temporary) bytes."""
+    if not job.kind.trains:
+        extra = sum(t.bytes for t in terms if t.name in ("LoRA adapters", "dequantization buffer"))
+        return _trace_job(job), extra, (0, 0)
+    n_train = trainable_params(spec, params, job)
+    # (as replayed since issue 10: fp32-sized states even for the pure-bf16 recipe's bf16 adapters)
+    states = _optimizer(job, n_train, job.kind.trainable_param_bytes(job.precision))[:2]
+    return _trace_job(job), 0, states
+
+
+def _trace_job(job: Job) -> Job:
+    """The job with the fields the allocator trace does not read set to their defaults, so that
+    jobs that differ only there (LoRA alpha and dropout, attention kernel, optimizer beyond its
+    state bytes, adapters beyond their bytes) share one replay."""
+    base = Job(mode=job.mode, precision=job.precision)
+    return job.with_(lora_alpha=base.lora_alpha, lora_dropout=base.lora_dropout, attention=base.attention,
+                     optimizer=base.optimizer, adapters=0, max_lora_rank=None)
 
 
 def build_estimate(spec: ModelSpec, params: ParamCounts, job: Job) -> DeferredEstimate:
-    if job.mode == "inference":
+    if not job.kind.trains:
         terms, phase, notes = _inference(spec, params, job)
         phases = ((phase, tuple(terms)),)
     else:
@@ -76,11 +94,11 @@ def build_estimate(spec: ModelSpec, params: ParamCounts, job: Job) -> DeferredEs
     terms = tuple(t for t in terms if t.bytes > 0)
     phases = tuple((name, tuple(t for t in ts if t.bytes > 0)) for name, ts in phases)
     peak = sum(t.bytes for t in terms)
-    out_of_pool = OUT_OF_POOL["inference" if job.mode == "inference" else "training"]
-    key = _replay_key(terms)
+    out_of_pool = OUT_OF_POOL["training" if job.kind.trains else "inference"]
+    args = replay_args(spec, params, job, terms)
 
     def reserved_figures() -> dict[str, int]:
-        replay = _replay(spec, params, job, key)
+        replay = _replay(spec, params, *args)
         # The replayed trace (recorded on a tiny model, CPU kernels) and the term inventory (checked
         # against GPU peaks) can disagree on the allocated peak; the inventory wins, and the cached
         # surplus the replay found is kept on top of it. Never below the peak.
@@ -101,8 +119,8 @@ def build_estimate(spec: ModelSpec, params: ParamCounts, job: Job) -> DeferredEs
         problem = all_linear_problem(spec, job)
         if problem:
             notes = notes + (problem,)
-        if job.mode in ("lora", "qlora") and job.lora_dropout > 0 and job.target_modules is None \
-                and spec.model_type in ("mixtral", "qwen3_moe", "deepseek_v2", "deepseek_v3"):
+        if job.kind.lora and job.lora_dropout > 0 and job.target_modules is None \
+                and spec.traits.peft_wraps_experts:
             notes = notes + ("PEFT refuses lora_dropout != 0 on fused experts (lora.ParamWrapper): this run needs "
                              "--lora-dropout 0 or --lora-targets naming the attention/dense linears",)
     return DeferredEstimate(compute=reserved_figures, model=spec, params=params, job=job, trainable_params=n_train,
@@ -112,15 +130,21 @@ def build_estimate(spec: ModelSpec, params: ParamCounts, job: Job) -> DeferredEs
 
 
 @lru_cache(maxsize=256)
-def _replay(spec: ModelSpec, params: ParamCounts, job: Job, terms) -> AllocatorReplay:
-    """Replay the run's allocations through the caching allocator model (planner/allocator.py)."""
-    if job.mode == "inference":
-        extra = sum(b for _, b in terms)
-        trace = steptrace.inference_trace(spec, params, job, extra)
+def _replay(spec: ModelSpec, params: ParamCounts, job: Job, extra_bytes: int, states: tuple[int, int]) -> AllocatorReplay:
+    """Replay the run's allocations through the caching allocator model (planner/allocator.py),
+    once per distinct trace in a process (the --gpu searches and suggestions ask again)."""
+    stored = replays.lookup(steptrace.trace_inputs(spec, params, job, extra_bytes, states))
+    if stored is not None:
+        return AllocatorReplay(job.allocator, *stored)
+    return live_replay(spec, params, job, extra_bytes, states)
+
+
+def live_replay(spec: ModelSpec, params: ParamCounts, job: Job, extra_bytes: int,
+                states: tuple[int, int]) -> AllocatorReplay:
+    if not job.kind.trains:
+        trace = steptrace.inference_trace(spec, params, job, extra_bytes)
     else:
-        n_train = trainable_params(spec, params, job)
-        states, tmp, _ = _optimizer(job, n_train, 4 if job.mode != "full" else (4 if job.precision == "fp32" else 2))
-        trace = steptrace.training_trace(spec, params, job, states, tmp)
+        trace = steptrace.training_trace(spec, params, job, *states)
     return replay(trace.events, job.allocator)
 
 
@@ -149,7 +173,15 @@ def _inference(spec: ModelSpec, params: ParamCounts, job: Job):
         terms.append(MemoryTerm("prefill activations", per_tok * tokens, "activations",
                                 f"{per_tok:,} B/token (4 hidden + 3 intermediate tensors of the last layer's MLP)",
                                 "modeling_llama.py under no_grad; " + SRC_CAL))
-    if w.quantized:
+    if w.quantized and job.precision == "int8":
+        # LLM.int8 multiplies int8 codes (cuBLASLt) instead of dequantizing the weight: its buffers
+        # scale with the tokens (steptrace.int8_matmul lists them; the replay places them per linear)
+        per, (_, fi, fo) = max((steptrace.int8_matmul_peak(i, o), (n, i, o)) for n, i, o in act_linears(spec))
+        terms.append(MemoryTerm("int8 matmul buffers", per * tokens, "activations",
+                                f"{per:,} B/token x {tokens:,} tokens: the largest linear's ({fi:,} -> {fo:,}) fp16 input, "
+                                "|A|, outlier mask, int8 codes, int32 product and its dequantized output",
+                                "bitsandbytes 0.50.2 MatMul8bitLt.forward, int8_vectorwise_quant, int8_mm_dequant"))
+    elif w.quantized:
         biggest = max(i * o for _, i, o in act_linears(spec))
         terms.append(MemoryTerm("dequantization buffer", biggest * 2, "activations",
                                 "largest linear dequantized to bf16 for the matmul", "bitsandbytes matmul_4bit"))
@@ -181,14 +213,14 @@ def act_linears(spec: ModelSpec):
 def _training(spec: ModelSpec, params: ParamCounts, job: Job):
     notes: list[str] = []
     L = spec.num_hidden_layers
-    seq = job.seq_len + (job.num_virtual_tokens if job.mode == "prompt-tuning" else 0)
+    seq = job.tokens_per_sequence
     tokens = job.batch_size * seq
     ckpt = job.gradient_checkpointing
     n_train = trainable_params(spec, params, job)
 
     # --- persistent state
     base: list[MemoryTerm] = []
-    if job.mode == "qlora":
+    if job.kind.quantized_base:
         w = weight_bytes(spec, params, job.precision, upcast_unquantized=job.kbit_prep)
         base.append(MemoryTerm("weights (quantized)", w.quantized, "weights", w.formula.split(";")[0], "bitsandbytes Params4bit"))
         # MoE: bitsandbytes leaves the fused 3D experts and the routers unquantized, and
@@ -200,10 +232,8 @@ def _training(spec: ModelSpec, params: ParamCounts, job: Job):
     else:
         w = weight_bytes(spec, params, job.precision)
         base.append(MemoryTerm("weights", w.total, "weights", w.formula, "params.py"))
-    param_bytes = 4 if job.mode != "full" else (4 if job.precision == "fp32" else 2)
-    if job.pure_bf16_qlora:
-        param_bytes = 2  # the recipe casts the adapters to the base's bf16 (one dtype per FSDP flat parameter)
-    if job.mode != "full":
+    param_bytes = job.trainable_param_bytes
+    if not job.kind.trains_base:
         base.append(MemoryTerm("trainable parameters", n_train * param_bytes, "trainable",
                                f"{n_train:,} adapter params x {param_bytes} B ({'bf16' if param_bytes == 2 else 'fp32'})",
                                "PEFT autocast_adapter_dtype" if param_bytes == 4 else "backend/recipes/fsdp_qlora.py"))
@@ -232,7 +262,7 @@ def _training(spec: ModelSpec, params: ParamCounts, job: Job):
     held = _with_lora_experts(spec, job, held)
     lf, lb = act.logits_bytes(spec, job)
     autocast_w = 0
-    if job.mode == "full" and job.precision == "fp32" and job.compute_dtype != "fp32":
+    if job.kind.trains_base and job.precision == "fp32" and job.compute_dtype != "fp32":
         n_lin, _ = quantizable_params(spec, params)
         head = spec.vocab_size * spec.hidden_size
         autocast_w = 2 * (n_lin + head)
@@ -259,7 +289,7 @@ def _training(spec: ModelSpec, params: ParamCounts, job: Job):
 
     transient = act.backward_transient(spec, job) * tokens
     top = [MemoryTerm("backward buffers", transient, "activations", "residual and MLP gradients of one layer", "autograd")]
-    if job.mode == "qlora":
+    if job.kind.quantized_base:
         biggest = max(i * o for _, i, o in act_linears(spec))
         top.append(MemoryTerm("dequantization buffer", 2 * biggest, "activations",
                               "largest 4-bit linear dequantized to bf16 in its backward", "bitsandbytes MatMul4Bit"))
@@ -269,7 +299,7 @@ def _training(spec: ModelSpec, params: ParamCounts, job: Job):
                                  f"{kept:,} B/token x {tokens:,} tokens (saved tensors still alive)",
                                  "torch.utils.checkpoint"))
     grads_top = 0
-    if job.mode == "full":
+    if job.kind.trains_base:
         grads_top = (spec.vocab_size * spec.hidden_size + params.total // max(L, 1)) * param_bytes
         if autocast_w:
             top.append(MemoryTerm("autocast bf16 weight copies", 2 * params.total // max(L, 1) if ckpt else autocast_w,
@@ -282,7 +312,7 @@ def _training(spec: ModelSpec, params: ParamCounts, job: Job):
                               "foreach AdamW sqrt(exp_avg_sq): one param-sized buffer", "torch/optim/adamw.py"), work]))
 
     phase, terms = max(phases, key=lambda p: sum(t.bytes for t in p[1]))
-    if not ckpt and job.mode == "qlora" and job.kbit_prep:
+    if not ckpt and job.kbit_upcast:
         notes.append("without gradient checkpointing QLoRA's fp32 q/k/v use SDPA's math kernel, which keeps "
                      "seq x seq attention probabilities per layer")
     return terms, phase, tuple(notes), tuple((name, tuple(ts)) for name, ts in phases)

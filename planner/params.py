@@ -78,8 +78,7 @@ def _linear(group: str, name: str, n_in: int, n_out: int, bias: bool = False) ->
 
 def _attention(spec: ModelSpec) -> list[Tensor]:
     h, q, kv, hd = spec.hidden_size, spec.q_dim, spec.kv_dim, spec.head_dim
-    mt = spec.model_type
-    if mt in ("deepseek_v2", "deepseek_v3"):
+    if spec.traits.mla:
         # Multi-head latent attention (DeepSeek-V2 paper, section 2.1; modeling_deepseek_v2.DeepseekV2Attention).
         nh, ab = spec.num_attention_heads, bool(spec.get("attention_bias"))
         qk = int(spec.get("qk_nope_head_dim")) + int(spec.get("qk_rope_head_dim"))
@@ -95,19 +94,19 @@ def _attention(spec: ModelSpec) -> list[Tensor]:
         t += _linear("attention", "o_proj", nh * int(spec.get("v_head_dim")), h, ab)
         return t
     biased = _attn_bias(spec)
-    if mt == "phi3":
+    if spec.traits.fused_projections:
         t = _linear("attention", "qkv_proj", h, q + 2 * kv) + _linear("attention", "o_proj", q, h)
     else:
         t = []
         for name, n_in, n_out in (("q_proj", h, q), ("k_proj", h, kv), ("v_proj", h, kv), ("o_proj", q, h)):
             t += _linear("attention", name, n_in, n_out, name in biased)
-    if mt in ("qwen3", "qwen3_moe", "gemma3_text"):
+    if spec.traits.qk_norm == "head":
         # RMSNorm over head_dim on q and k (modeling_qwen3.Qwen3Attention.q_norm / k_norm).
         t += [Tensor("norms", "q_norm", hd, "norm"), Tensor("norms", "k_norm", hd, "norm")]
-    elif mt == "olmo2":
+    elif spec.traits.qk_norm == "projection":
         # OLMo-2 normalises the whole q and k projections (modeling_olmo2.Olmo2Attention).
         t += [Tensor("norms", "q_norm", q, "norm"), Tensor("norms", "k_norm", kv, "norm")]
-    elif mt == "gpt_oss":
+    elif spec.traits.attention_sinks:
         # one learned attention-sink logit per head (modeling_gpt_oss.GptOssAttention.sinks)
         t += [Tensor("attention", "sinks", spec.num_attention_heads, "param")]
     return t
@@ -115,7 +114,7 @@ def _attention(spec: ModelSpec) -> list[Tensor]:
 
 def _gated_mlp(spec: ModelSpec, width: int, prefix: str = "", bias: bool = False) -> list[Tensor]:
     h = spec.hidden_size
-    if spec.model_type == "phi3":
+    if spec.traits.fused_projections:
         return _linear("mlp", prefix + "gate_up_proj", h, 2 * width) + _linear("mlp", prefix + "down_proj", width, h)
     return (_linear("mlp", prefix + "gate_proj", h, width, bias) + _linear("mlp", prefix + "up_proj", h, width, bias)
             + _linear("mlp", prefix + "down_proj", width, h, bias))
@@ -180,7 +179,7 @@ def _mlp(spec: ModelSpec, idx: int) -> list[Tensor]:
 
 def _layer_norms(spec: ModelSpec) -> list[Tensor]:
     h = spec.hidden_size
-    if spec.model_type in ("gemma2", "gemma3_text"):
+    if spec.traits.sandwich_norms:
         names = ("input_layernorm", "post_attention_layernorm", "pre_feedforward_layernorm", "post_feedforward_layernorm")
     elif spec.model_type == "olmo2":  # OLMo-2 normalises sublayer outputs, no input norm
         names = ("post_attention_layernorm", "post_feedforward_layernorm")
@@ -222,7 +221,7 @@ def linear_shapes(spec: ModelSpec, idx: int | None = None) -> tuple[tuple[str, i
 # Fused expert parameters that PEFT (0.21, with transformers 5.24) wraps in a LoRA ``ParamWrapper``
 # when asked for ``all-linear``, per architecture; gpt-oss's experts (biased, [E, in, out] layout)
 # and Llama 4's are left alone. Seen with real PEFT on tiny models (tests/planner/test_params_meta.py).
-_PEFT_WRAPS_EXPERTS = ("mixtral", "qwen3_moe", "deepseek_v2", "deepseek_v3")
+# Which architectures: the ``peft_wraps_experts`` trait (planner/models/architectures/traits.json).
 
 
 def layer_layouts(spec: ModelSpec) -> list[tuple[int, int]]:
@@ -238,12 +237,12 @@ def peft_all_linear(spec: ModelSpec, idx: int | None = None) -> tuple[tuple[str,
     """(name, in, out) per LoRA pair that ``target_modules="all-linear"`` creates in layer ``idx``
     (default: a routed one, if any).
 
-    Every ``nn.Linear`` (Llama 4's router is one); for the architectures in ``_PEFT_WRAPS_EXPERTS``
+    Every ``nn.Linear`` (Llama 4's router is one); for the architectures whose ``peft_wraps_experts`` trait is set
     also the router weight (r x (hidden + E)) and the fused experts (but not DeepSeek's shared experts): ``down_proj`` gets rank r per
     expert, ``gate_up_proj`` rank 2r per expert (PEFT's ParamWrapper: A is (E*r, in), B (out, E*r)),
     written here as E and 2E pairs so that r x (in + out) per pair adds up."""
     out: list[tuple[str, int, int]] = []
-    wraps = spec.model_type in _PEFT_WRAPS_EXPERTS
+    wraps = spec.traits.peft_wraps_experts
     idx = _representative_layer(spec) if idx is None else idx
     dense = not is_moe_layer(spec, idx)
     for t in layer_tensors(spec, idx):

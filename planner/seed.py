@@ -14,10 +14,10 @@ from .params import ParamCounts
 
 def seed_rule(params: ParamCounts, job: Job, n_trainable: int) -> SeedRule:
     p = params.total
-    if job.mode == "inference":
+    if not job.kind.trains:
         b = _BYTES[job.precision]
         return SeedRule(int(p * b), f"{b:g} B/param x {p:,} params ({job.precision} inference)")
-    if job.mode == "full":
+    if job.kind.trains_base:
         return SeedRule(24 * p, f"24 B/param x {p:,} params (4 B fp32 x 6 for training)")
     b = _BYTES[job.precision]
     return SeedRule(int(p * b) + 24 * n_trainable,

@@ -15,12 +15,43 @@ SUPPORTED_ARCHITECTURES = ("llama", "mistral", "qwen2", "mixtral", "gemma2", "ph
 # Multimodal wrappers whose language model sits under text_config with this model_type.
 _TEXT_PART = {"gemma3": "gemma3_text", "llama4": "llama4_text"}
 _DEFAULTS = Path(__file__).parent / "models" / "architectures" / "defaults.json"
+_TRAITS = Path(__file__).parent / "models" / "architectures" / "traits.json"
 
 
 @lru_cache(maxsize=1)
 def architecture_defaults() -> dict[str, dict[str, Any]]:
     """transformers' config-class defaults for the fields the counts read (data file, with its source)."""
     return json.loads(_DEFAULTS.read_text())["defaults"]
+
+
+@dataclass(frozen=True)
+class ArchTraits:
+    """What an architecture does differently from Llama, as the term model asks it (data file
+    models/architectures/traits.json, each trait with its basis; all false for Llama-like models).
+    The memory model reads these, never ``model_type``: a new family is a row there."""
+
+    eager_attention: bool = False
+    sandwich_norms: bool = False
+    qk_norm: str | None = None            # "head" | "projection" | "l2_rope"
+    mla: bool = False
+    fp32_router: bool = False
+    shared_experts: str | None = None     # "n_shared" | "one"
+    all_experts: bool = False
+    holds_attention_output: bool = False
+    chunked_attention: bool = False
+    attention_sinks: bool = False
+    softcap: bool = False
+    fused_projections: bool = False
+    clamped_swiglu: bool = False
+    sliding_layout: str | None = None     # "alternate" | "every_nth"
+    full_and_sliding_masks: bool = False
+    peft_wraps_experts: bool = False
+
+
+@lru_cache(maxsize=None)
+def arch_traits(model_type: str) -> ArchTraits:
+    rows = json.loads(_TRAITS.read_text())["traits"]
+    return ArchTraits(**rows.get(model_type, {}))
 
 
 @dataclass(frozen=True)
@@ -66,6 +97,10 @@ class ModelSpec:
     def moe_intermediate_size(self) -> int:
         """Width of one routed expert (Qwen3-MoE, DeepSeek: moe_intermediate_size; others: intermediate_size)."""
         return int(self.get("moe_intermediate_size") or self.intermediate_size)
+
+    @property
+    def traits(self) -> ArchTraits:
+        return arch_traits(self.model_type)
 
     @property
     def is_moe(self) -> bool:

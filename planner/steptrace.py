@@ -38,7 +38,7 @@ def _load(t: Trace, spec: ModelSpec, params: ParamCounts, job: Job) -> list[int]
     lin, other = _param_elements(spec)
     keys = []
     if job.precision in ("int4", "int8"):
-        w = weight_bytes(spec, params, job.precision, upcast_unquantized=job.mode == "qlora" and job.kbit_prep)
+        w = weight_bytes(spec, params, job.precision, upcast_unquantized=job.kbit_upcast)
         per = w.quantized / max(sum(lin), 1)
         first = [t.alloc(2 * other[0])]  # the embedding, in registration order
         for n in lin:  # each 16-bit tensor lands on the GPU, is quantized there, and is released (Params4bit.to)
@@ -46,7 +46,7 @@ def _load(t: Trace, spec: ModelSpec, params: ParamCounts, job: Job) -> list[int]
             keys.append(t.alloc(int(n * per)))
             t.free(tmp)
         rest = first + [t.alloc(2 * n) for n in other[1:]]
-        if job.mode != "qlora" or not job.kbit_prep:
+        if not job.kbit_upcast:
             return keys + rest
         for k, n in zip(rest, other):  # prepare_model_for_kbit_training: param.data = param.data.float()
             keys.append(t.alloc(4 * n))
@@ -65,13 +65,13 @@ def _load(t: Trace, spec: ModelSpec, params: ParamCounts, job: Job) -> list[int]
 
 def _trainable(spec: ModelSpec, params: ParamCounts, job: Job) -> list[int]:
     """Element counts of the trainable tensors."""
-    if job.mode == "full":
+    if job.kind.trains_base:
         lin, other = _param_elements(spec)
         return other[:1] + lin + other[1:]
-    if job.mode in ("lora", "qlora"):
+    if job.kind.lora:
         per = [n for _, i, o in lora_targets(spec, job) for n in (job.lora_r * i, job.lora_r * o)]
         return per * spec.num_hidden_layers
-    if job.mode == "prompt-tuning":
+    if job.kind.prompt:
         return [job.num_virtual_tokens * spec.hidden_size]
     return []
 
@@ -82,7 +82,7 @@ def _templates() -> dict:
 
 
 def _recipe_name(job: Job) -> str:
-    base = job.mode if job.mode in ("lora", "qlora", "full") else "lora"  # prompt tuning: frozen bf16 base
+    base = str(job.mode) if job.kind.lora or job.kind.trains_base else "lora"  # prompt tuning: frozen bf16 base
     if job.pure_bf16_qlora:
         base = "lora"  # bf16 activations and adapters like LoRA's; the 4-bit dequantization is replayed per layer
     return base + ("-ckpt" if job.gradient_checkpointing else "")
@@ -131,61 +131,82 @@ def _parsed(name: str):
     return blocks, align, origin, top
 
 
+@lru_cache(maxsize=None)
+def _compiled(name: str) -> list[tuple[str, int | None, list[tuple]]]:
+    """Each block of a recorded recipe as ops whose keys are resolved once: ("+", coef, unit) and
+    either ("c", kind, block, pos) for a tensor of a block outside the layers, or ("l", kind,
+    recorded layer, pos when it lands on real layer 0, pos when on another layer)."""
+    blocks, align, origin, top = _parsed(name)
+    out = []
+    for kind, k, ev in blocks:
+        ops: list[tuple] = []
+        for e in ev:
+            if e[0] == "+":
+                ops.append(("+", e[2], e[3]))
+                continue
+            o = origin.get(e[1])
+            if o is None:
+                continue
+            okind, ok, pos, obi = o
+            if ok is None:
+                ops.append(("c", okind, obi, pos))
+                continue
+            amap = align.get(okind)
+            if ok == 0:
+                on0, on1 = pos, (amap[0].get(pos) if amap else None)
+            else:
+                on0, on1 = (amap[1].get(pos) if amap else None), pos
+            ops.append(("l", okind, ok, on0, on1))
+        out.append((kind, k, ops))
+    return out
+
+
 def _replay_template(t: Trace, name: str, spec: ModelSpec, job: Job, tok: int, seq: int, step: int,
                      per_layer_end=None, on_block=None) -> None:
-    """Emit one recorded run (forward, loss, backward) unrolled to the model's layer count."""
-    blocks, align, origin, top = _parsed(name)
+    """Emit one recorded run (forward, loss, backward) unrolled to the model's layer count: the
+    recorded layer 0 is layer 0, recorded layer 1 stands for every middle layer, the recorded top
+    layer for the top one (their allocations are matched by sequence alignment, ``_alignment``)."""
+    top = _parsed(name)[3]
     dims = {"h": spec.hidden_size, "i": spec.intermediate_size * max(1, spec.num_experts_per_tok or 1),
             "kv": spec.kv_dim, "q": spec.q_dim, "V": spec.vocab_size, "a": spec.num_attention_heads * seq}
     L = spec.num_hidden_layers
-
-    def rep(r: int) -> int:
-        return 0 if r == 0 else 1
-
-    def key(orig: tuple, layer_of) -> tuple | None:
-        kind, k, pos, bi = orig
-        if k is None:
-            return (step, kind, bi, pos)
-        r = layer_of(k)
-        if not 0 <= r < L:
-            return None
-        src, dst = rep(k if k < 2 else 1), rep(r)
-        if src != dst:
-            amap = align.get(kind)
-            if amap is None:
-                return None
-            pos = amap[0 if src == 0 else 1].get(pos)
-            if pos is None:
-                return None
-        return (step, kind, r, pos)
-
+    events = t.events
     live: dict[tuple, int] = {}
 
-    def emit(ev: list, layer_of, kind: str | None, k: int | None, bi: int, own_layer: int | None):
+    def emit(ops: list[tuple], shift, kind: str, own) -> None:
+        """``shift``: real layer of a recorded layer (an int offset, or a function for the tail);
+        ``own``: the real layer this block is emitted for, or its block index outside the layers."""
         pos = 0
-        for e in ev:
-            if e[0] == "+":
-                coef, unit = e[2], e[3]
-                kk = (step, kind, bi, pos) if own_layer is None else (step, kind, own_layer, pos)
-                live[kk] = t.alloc(coef * dims[unit] * tok)
+        for op in ops:
+            tag = op[0]
+            if tag == "+":
+                t._next += 1
+                events.append(("alloc", t._next, max(int(op[1] * dims[op[2]] * tok), 1)))
+                live[(step, kind, own, pos)] = t._next
                 pos += 1
+                continue
+            if tag == "c":
+                kk = (step, op[1], op[2], op[3])
             else:
-                o = origin.get(e[1])
-                kk = key(o, layer_of) if o is not None else None
-                if kk is not None and kk in live:
-                    t.free(live.pop(kk))
-
-    def layer_map(j: int, k: int):
-        return lambda m: j + (m - k)
+                r = shift(op[2]) if callable(shift) else op[2] + shift
+                if not 0 <= r < L:
+                    continue
+                p = op[3] if r == 0 else op[4]
+                if p is None:
+                    continue
+                kk = (step, op[1], r, p)
+            key = live.pop(kk, None)
+            if key is not None:
+                events.append(("free", key, 0))
 
     def tail_map(m: int) -> int:  # blocks after the forward: the recorded top layers are the real top layers
         return L - 1 - (top - m) if m > 0 else 0
 
-    for bi, (kind, k, ev) in enumerate(blocks):
+    for bi, (kind, k, ops) in enumerate(_compiled(name)):
         if k is None:
             if on_block is not None:
                 on_block(kind, None)
-            emit(ev, tail_map, kind, None, bi, None)
+            emit(ops, tail_map, kind, bi)
             continue
         if kind == "g" and k == top:
             reals = [L - 1]
@@ -203,7 +224,7 @@ def _replay_template(t: Trace, name: str, spec: ModelSpec, job: Job, tok: int, s
         for j in reals:
             if on_block is not None:
                 on_block(kind, j)
-            emit(ev, layer_map(j, k), kind, k, bi, j)
+            emit(ops, j - k, kind, j)
             if kind == "B" and per_layer_end is not None:
                 per_layer_end(j)
 
@@ -216,7 +237,7 @@ class _StepHooks:
 
     def __init__(self, t: Trace, spec: ModelSpec, job: Job, lin_per_layer: list[int], pb: int):
         self.t, self.spec, self.job, self.lin, self.pb = t, spec, job, lin_per_layer, pb
-        self.autocast = job.mode == "full" and job.precision == "fp32" and job.compute_dtype != "fp32"
+        self.autocast = job.kind.trains_base and job.precision == "fp32" and job.compute_dtype != "fp32"
         self.ckpt = job.gradient_checkpointing
         self.grads: list[int] = []
         self.copies: dict[object, list[int]] = {}
@@ -235,12 +256,12 @@ class _StepHooks:
 
     def layer_done(self, j: int) -> None:
         t = self.t
-        if self.job.mode == "qlora":
+        if self.job.kind.quantized_base:
             t.free(t.alloc(2 * max(self.lin)))
         if self.autocast:
             t.free(*self.copies.pop("head", []))
             t.free(*(self.copies.pop(j, []) if not self.ckpt else [t.alloc(2 * n) for n in self.lin]))
-        if self.job.mode == "full":
+        if self.job.kind.trains_base:
             self.grads.extend(t.alloc(self.pb * n) for n in self.lin)
 
 
@@ -258,13 +279,13 @@ def training_trace(spec: ModelSpec, params: ParamCounts, job: Job, state_bytes: 
     t = Trace()
     _load(t, spec, params, job)
     train = _trainable(spec, params, job)
-    pb = (4 if job.precision == "fp32" else 2) if job.mode == "full" else 4
-    if job.mode != "full":
+    pb = job.kind.trainable_param_bytes(job.precision)  # fp32 states even for the pure-bf16 recipe (as replayed since issue 10)
+    if not job.kind.trains_base:
         for n in train:
             t.alloc(4 * n)
     t.reset_peak()
     n_train = max(sum(train), 1)
-    seq = job.seq_len + (job.num_virtual_tokens if job.mode == "prompt-tuning" else 0)
+    seq = job.tokens_per_sequence
     tok = job.batch_size * seq
     lin_per_layer = [a * b for _, a, b in linear_shapes(spec)]
     states: list[int] = []
@@ -272,7 +293,7 @@ def training_trace(spec: ModelSpec, params: ParamCounts, job: Job, state_bytes: 
     t.alloc(CUBLAS_WORKSPACE)
     for step in range(STEPS):
         grads = _layers_and_loss(t, spec, job, tok, seq, step, lin_per_layer, pb)
-        if job.mode == "full":
+        if job.kind.trains_base:
             grads += [t.alloc(pb * spec.vocab_size * spec.hidden_size)]
         else:
             grads += [t.alloc(pb * n) for n in train]
@@ -299,6 +320,53 @@ def inference_trace(spec: ModelSpec, params: ParamCounts, job: Job, extra_bytes:
     t.reset_peak()
     c = 4 if job.precision == "fp32" else 2
     t.alloc(CUBLAS_WORKSPACE)
-    _replay_template(t, "inference", spec, job, job.batch_size * job.seq_len, job.seq_len, 0)
+    tok = job.batch_size * job.seq_len
+    on_block = None
+    if job.precision == "int8":
+        def on_block(kind: str, j: int | None) -> None:
+            if kind == "F" and j is not None:
+                for _, i, o in linear_shapes(spec):
+                    int8_matmul(t, tok, i, o)
+    _replay_template(t, "inference", spec, job, tok, job.seq_len, 0, on_block=on_block)
     t.alloc(job.batch_size * spec.vocab_size * (c + 4))
     return t
+
+
+def int8_matmul(t: Trace, tok: int, fan_in: int, fan_out: int) -> None:
+    """The temporaries of one LLM.int8 linear over ``tok`` tokens, in order (bitsandbytes 0.50.2
+    autograd/_functions.py ``MatMul8bitLt.forward``; backends/cuda/ops.py ``int8_vectorwise_quant``,
+    ``int8_linear_matmul``, ``int8_mm_dequant``; backends/default/ops.py ``int8_scaled_mm``): the
+    input cast to fp16, its row scales and int8 codes, ``|A|`` and the outlier mask (threshold 6.0,
+    transformers' ``llm_int8_threshold``), then the int32 product, its fp16 dequantization and the
+    cast to the model's dtype. The bf16 output itself is the recorded linear output."""
+    a16 = t.alloc(2 * tok * fan_in)
+    stats, codes = t.alloc(4 * tok), t.alloc(tok * fan_in)
+    absolute = t.alloc(2 * tok * fan_in)
+    mask = t.alloc(tok * fan_in)
+    t.free(absolute)
+    t.free(mask, a16)
+    i32 = t.alloc(4 * tok * fan_out)
+    f16 = t.alloc(2 * tok * fan_out)
+    out = t.alloc(2 * tok * fan_out)
+    t.free(f16, i32, codes, stats, out)
+
+
+def int8_matmul_peak(fan_in: int, fan_out: int) -> int:
+    """Bytes per token at the high point of ``int8_matmul``: during the quantization (fp16 input,
+    |A|, mask, codes, scales) or the product (codes, scales, int32, fp16 and cast output)."""
+    return max(6 * fan_in, fan_in + 8 * fan_out) + 4
+
+
+def trace_inputs(spec: ModelSpec, params: ParamCounts, job: Job, extra_bytes: int,
+                 states: tuple[int, int]) -> tuple:
+    """Every value the traces above read, as plain values: two jobs with equal inputs have the same
+    trace and so the same replay (planner/replays.py keys its precomputed replays on them). Keep
+    it in step with ``training_trace`` and ``inference_trace``."""
+    quantized = (weight_bytes(spec, params, job.precision, upcast_unquantized=job.kbit_upcast)
+                 .quantized if job.precision in ("int4", "int8") else 0)
+    targets = lora_targets(spec, job) if job.kind.lora else ()
+    return (spec.hidden_size, spec.intermediate_size, spec.num_experts_per_tok, spec.kv_dim, spec.q_dim,
+            spec.num_attention_heads, spec.num_hidden_layers, spec.tie_word_embeddings, spec.vocab_size,
+            linear_shapes(spec), quantized, targets, str(job.mode), job.precision, job.seq_len, job.batch_size,
+            job.gradient_checkpointing, job.lora_r, job.num_virtual_tokens, job.kbit_prep, job.compute_dtype,
+            job.allocator, extra_bytes, tuple(states), STEPS)

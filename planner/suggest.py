@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, NamedTuple
 
 from .errors import PlannerError
-from .job import BYTES_PER_PARAM, DEFAULT_PRECISION, Job
+from .job import BYTES_PER_PARAM, Job, Mode
 
 MIN_SEQ_LEN = 128      # shorter sequences are no longer the same job
 MAX_GPUS_SUGGESTED = 8  # one machine's worth of GPUs
@@ -42,12 +42,12 @@ class Suggestion:
 Check = Callable[[Any, int], Verdict]
 
 
-def _mode_change(job: Job, mode: str) -> tuple[tuple[str, ...], dict[str, Any]]:
+def _mode_change(job: Job, mode: Mode) -> tuple[tuple[str, ...], dict[str, Any]]:
     """--mode M; also --precision when the job's precision was not its mode's default (given explicitly)."""
-    flags: tuple[str, ...] = ("--mode", mode)
-    if job.precision != DEFAULT_PRECISION[job.mode]:
-        flags += ("--precision", DEFAULT_PRECISION[mode])
-    return flags, {"mode": mode, "precision": DEFAULT_PRECISION[mode]}
+    flags: tuple[str, ...] = ("--mode", mode.value)
+    if job.precision != job.kind.precision:
+        flags += ("--precision", mode.precision)
+    return flags, {"mode": mode, "precision": mode.precision}
 
 
 def _single_changes(job: Job) -> list[tuple[tuple[str, ...], dict[str, Any], str]]:
@@ -61,14 +61,14 @@ def _single_changes(job: Job) -> list[tuple[tuple[str, ...], dict[str, Any], str
     if not job.gradient_checkpointing:
         out.append((("--gradient-checkpointing",), {"gradient_checkpointing": True},
                     "recompute activations in the backward pass instead of keeping them (slower by ~1/3)"))
-    if job.optimizer in ("adamw", "adamw-8bit") and job.mode != "prompt-tuning":
+    if job.optimizer in ("adamw", "adamw-8bit") and not job.kind.prompt:
         out.append((("--optimizer", "paged-adamw-8bit"), {"optimizer": "paged-adamw-8bit"},
                     "8-bit Adam states, paged to CPU memory under pressure (bitsandbytes)"))
-    if job.mode == "full":
-        flags, ch = _mode_change(job, "lora")
+    if job.mode is Mode.FULL:
+        flags, ch = _mode_change(job, Mode.LORA)
         out.append((flags, ch, "train LoRA adapters on frozen bf16 weights instead of every weight"))
-    if job.mode in ("full", "lora"):
-        flags, ch = _mode_change(job, "qlora")
+    if job.mode in (Mode.FULL, Mode.LORA):
+        flags, ch = _mode_change(job, Mode.QLORA)
         out.append((flags, ch, "train LoRA adapters on 4-bit frozen weights (QLoRA)"))
     return out
 

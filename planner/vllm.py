@@ -94,7 +94,7 @@ def vllm_serve_command(model: str, adapters: int | Sequence[tuple[str, str]], *,
 
 def vllm_command_for(model: str, job: Job, tensor_parallel_size: int = 1) -> VllmCommand:
     """The command for an estimated ``--mode inference --adapters N`` job (model: its Hub id)."""
-    if job.mode != "inference" or not job.adapters:
+    if job.kind.trains or not job.adapters:
         raise PlannerError("a vLLM multi-adapter command needs --mode inference --adapters N")
     return vllm_serve_command(model, job.adapters, max_lora_rank=job.max_lora_rank or job.lora_r,
                               precision=job.precision or "bf16", max_model_len=job.seq_len,

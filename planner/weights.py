@@ -102,12 +102,12 @@ def _matches(name: str, wanted: str) -> bool:
 
 def trainable_params(spec: ModelSpec, params: ParamCounts, job: Job) -> int:
     """Parameters the optimizer updates, counted the way PEFT's print_trainable_parameters does."""
-    if job.mode == "full":
+    if job.kind.trains_base:
         return params.total
-    if job.mode in ("lora", "qlora"):
+    if job.kind.lora:
         return sum(n * job.lora_r * sum(i + o for _, i, o in lora_targets(spec, job, idx))
                    for idx, n in layer_layouts(spec))
-    if job.mode == "prompt-tuning":
+    if job.kind.prompt:
         return job.num_virtual_tokens * spec.hidden_size
     return 0
 
@@ -128,7 +128,7 @@ def all_linear_problem(spec: ModelSpec, job: Job) -> str | None:
     Llama 4's router is an ``nn.Linear`` subclass whose forward returns (scores, logits); all-linear
     wraps it and PEFT's LoRA layer then reads ``.dtype`` of that tuple (AttributeError in peft 0.21,
     seen on a real step, tests/planner/test_mechanisms_cpu.py)."""
-    if job.mode in ("lora", "qlora") and job.target_modules is None and spec.model_type == "llama4_text":
+    if job.kind.lora and job.target_modules is None and spec.model_type == "llama4_text":
         return ("PEFT's all-linear wraps Llama 4's router, whose forward returns a tuple, and the LoRA forward "
                 f"fails: pass --lora-targets {LLAMA4_TARGETS}")
     return None

@@ -95,6 +95,13 @@ def _with_slack(est, peak: float) -> int:
     return reserved + tolerance + est.out_of_pool_bytes
 
 
+def surely_short(est, gpu_memory_bytes: int, gpu_count: int) -> bool:
+    """True when ``fit_machine`` on one such GPU is sure to say "does not fit" without the
+    allocator replay: the reserved figure is never below the allocated peak, and tolerance and
+    out-of-pool bytes are never negative. The --gpu searches use it to skip replays."""
+    return gpu_count == 1 and est.peak_allocated_bytes + est.out_of_pool_bytes > usable_bytes(gpu_memory_bytes, est)
+
+
 def _phases(est) -> list[tuple]:
     """Term lists of every phase of the step when the estimate exposes them, else the peak phase.
 

@@ -10,7 +10,7 @@ from planner.gpuspec import GpuSpec, cards_from_rows, parse_gpu_spec
 
 from . import choose, timecost
 from .costs import NOTHING_FITS_EXIT, Money, PlanCosts
-from .fit import GIB, Fit, fit_machine, needs_text
+from .fit import GIB, Fit, fit_machine, needs_text, surely_short
 
 MAX_BATCH_SEARCHED = 4096
 MAX_SEQ_SEARCHED = 1 << 20
@@ -42,7 +42,7 @@ def largest_shapes(est, gpu: GpuSpec) -> dict[str, int | str | None]:
             e = estimate(est.model, est.job.with_(**change))
         except PlannerError:
             return False
-        return fit_spec(e, gpu).fits
+        return not surely_short(e, gpu.memory_bytes, gpu.count) and fit_spec(e, gpu).fits
 
     ctx = est.model.max_position_embeddings
     seq_cap = min(MAX_SEQ_SEARCHED, ctx or MAX_SEQ_SEARCHED)
@@ -82,6 +82,8 @@ def suggestions_for_gpu(est, gpu: GpuSpec, *, more_gpus: bool = True) -> tuple:
     from planner.suggest import Verdict, suggest
 
     def check(e, n: int) -> Verdict:
+        if surely_short(e, gpu.memory_bytes, n):
+            return Verdict(False, e.peak_allocated_bytes + e.out_of_pool_bytes, None)  # a lower bound
         f = fit_spec(e, replace(gpu, count=n))
         return Verdict(f.fits, f.per_gpu_bytes, f.strategy)
     name = gpu.name or f"{gpu.memory_bytes // 1024**2}MiB"

@@ -7,8 +7,6 @@ non-zero exit, exactly one ``error:`` line on stderr and no traceback.
 """
 from __future__ import annotations
 
-import contextlib
-import io
 import os
 import shutil
 import socket
@@ -22,7 +20,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from planner.cli import main
+from tests.cli import cli_env, run_main
 
 ROOT = Path(__file__).resolve().parent.parent
 HOSTILE = ROOT / "tests" / "data" / "hostile"
@@ -37,13 +35,6 @@ PLAN_NUMERIC = [("--seq-len", "qlora"), ("--batch-size", "qlora"), ("--lora-r", 
 BAD = ["nan", "NaN", "inf", "-inf", "+Infinity", "1e400", "-1", "-0.5", "9" * 25, "abc", "", "0x10", "1,5", "--"]
 
 
-def run_main(argv: list[str]) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(argv)
-    return code, out.getvalue(), err.getvalue()
-
-
 def assert_one_error_line(code: int, err: str, argv: list[str]) -> str:
     lines = err.strip().splitlines()
     assert code != 0, (argv, err)
@@ -53,11 +44,28 @@ def assert_one_error_line(code: int, err: str, argv: list[str]) -> str:
     return errors[0]
 
 
+# The fast tier's essence of the product below: every flag with one value of each kind of wrong
+# (not a number, non-finite, negative, overflowing), and every bad value on one flag of each way a
+# flag is parsed (an int option, a float option, --tokens' own parser).
+ESSENCE = sorted({(f, m, v) for f, m in PLAN_NUMERIC for v in ("abc", "nan", "-1", "1e400")}
+                 | {(f, m, v) for f, m in PLAN_NUMERIC if f in ("--seq-len", "--epochs", "--tokens") for v in BAD})
+
+
+@pytest.mark.parametrize("flag,mode,value", ESSENCE, ids=[f"{f}={v}" for f, _, v in ESSENCE])
+def test_bad_numeric_plan_flags_essence(flag, mode, value):
+    _check_bad_numeric_flag((flag, mode), value, no_pricing=False)
+
+
 # Every flag x every bad value, not a sample: a sampled search missed `--tokens=1,5` locally and CI found it.
+@pytest.mark.slow
 @pytest.mark.parametrize("no_pricing", [False, True])
 @pytest.mark.parametrize("value", BAD)
 @pytest.mark.parametrize("flag_mode", PLAN_NUMERIC, ids=[f for f, _ in PLAN_NUMERIC])
 def test_bad_numeric_plan_flags_are_one_line(flag_mode, value, no_pricing):
+    _check_bad_numeric_flag(flag_mode, value, no_pricing)
+
+
+def _check_bad_numeric_flag(flag_mode, value, no_pricing):
     flag, mode = flag_mode
     if flag == "--max-cost" and value == "9" * 25:
         return  # a huge cap is a valid (if loose) cap: nothing to refuse
@@ -145,13 +153,6 @@ def test_config_files_with_non_finite_binary_or_deep_json_are_one_line(case, tmp
         path = HOSTILE / "configs" / case
     argv = [str(path), "--no-pricing"]
     assert_one_error_line(*run_main(argv)[::2], argv)
-
-
-def cli_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
-    env.update(extra)
-    return env
 
 
 @pytest.mark.parametrize("name", ["binary.csv", "missing_columns.csv", "bad_number.csv"])

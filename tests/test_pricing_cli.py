@@ -10,7 +10,7 @@ import pytest
 from rich.console import Console
 
 from planner import estimate
-from planner.cli import main
+from tests.cli import run
 from pricing.catalog import load_catalog
 from pricing.costs import Money, plan_costs
 from planner.cli.render_costs import render_costs
@@ -21,12 +21,6 @@ GOLDEN = Path(__file__).parent / "golden"
 @pytest.fixture(autouse=True)
 def no_user_catalog(tmp_path, monkeypatch):
     monkeypatch.setenv("PLAN_CACHE_DIR", str(tmp_path))  # the bundled catalog only
-
-
-def run(capsys, *args):
-    code = main(list(args))
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def test_json_contract(capsys):
@@ -78,7 +72,8 @@ def test_dataset_tokens_are_counted(capsys, tmp_path):
     code, out, _ = run(capsys, "llama3-8b", "--mode", "qlora", "--dataset", str(data), "--json")
     assert code == 0
     p = json.loads(out)["pricing"]
-    assert p["tokens"] == 1000 and p["tokens_source"] == "--dataset (estimate)"
+    # 400 characters / 4 + the EOS the trainer appends, per record
+    assert p["tokens"] == 1010 and p["tokens_source"] == "--dataset (estimate)"
     assert any("4 characters per token" in n for n in p["notes"])
 
 

@@ -70,7 +70,8 @@ def price_request(est, *, platform: str = "any", region: str = "us-east-1", spot
         notes.append("--tokens given: --dataset is not counted")
     elif dataset and est.job.is_training:
         from backend.tokens import count_dataset_tokens
-        counted = count_dataset_tokens(dataset, hf_id=est.model.hf_id)
+        counted = count_dataset_tokens(dataset, hf_id=est.model.hf_id, source=est.model.source,
+                                       seq_len=est.job.seq_len)
         tokens, source = counted.tokens, f"--dataset ({counted.method})"
         notes.append(counted.note)
     if gpu is not None:

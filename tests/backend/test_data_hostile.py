@@ -125,6 +125,7 @@ def _plan(corpus: Path, name: str, out: Path) -> Path:
     return path
 
 
+@pytest.mark.slow  # trainer subprocess per file
 def test_trainer_gives_one_line_and_exit_2_for_every_file(corpus, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     env.pop("PLAN_DEBUG", None)

@@ -9,18 +9,13 @@ import pytest
 from backend.execute import ExecuteOptions, default_output_dir
 from planner.cli.execute import run_plan
 from backend.local import check_fit, check_output_dir
-from planner.cli import main
+from tests.cli import run as cli
 from planner.errors import PlannerError
 from planner.estimate import estimate
 from tests.tiny import write_jsonl
 
 GIB = 1024**3
 
-
-def cli(capsys, *args: str) -> tuple[int, str, str]:
-    code = main(list(args))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_plan_larger_than_the_gpu_is_refused_unless_forced():

@@ -33,6 +33,7 @@ def test_qlora_shards_with_fsdp_qlora():
     assert rec.strategy == "fsdp-qlora"
 
 
+@pytest.mark.slow  # real launcher processes
 def test_nothing_fits_is_refused_unless_forced():
     est = estimate("llama3-70b", mode="full")
     with pytest.raises(PlannerError, match="too big even sharded"):

@@ -89,3 +89,16 @@ def test_bad_allocator_is_one_line():
     with pytest.raises(PlannerError) as err:
         Job(allocator="foo")
     assert "\n" not in str(err.value) and "caching" in str(err.value)
+
+
+def test_int8_inference_holds_llm_int8_matmul_buffers_not_a_dequantized_weight():
+    # bitsandbytes 0.50.2, Llama-3-8B's gate/up projection (4096 -> 14336) over 2048 tokens: the
+    # product holds the int8 codes (1 B x 4096), the fp32 row scales (4 B), the int32 product
+    # (4 B x 14336), its fp16 dequantization and the bf16 cast (2 + 2 B x 14336) at once
+    est = estimate("llama3-8b", mode="inference", precision="int8", seq_len=2048)
+    assert est.breakdown["int8 matmul buffers"] == (4096 + 4 + 8 * 14336) * 2048
+    assert "dequantization buffer" not in est.breakdown
+    assert "dequantization buffer" in estimate("llama3-8b", mode="inference", precision="int4").breakdown
+    bf16 = estimate("llama3-8b", mode="inference", precision="bf16", seq_len=2048)
+    # the replay caches the per-linear int32/fp16 blocks: more slack than the bf16 prefill's
+    assert est.allocator_slack_bytes > bf16.allocator_slack_bytes

@@ -8,14 +8,10 @@ from pathlib import Path
 import pytest
 
 from planner.cli import main
+from tests.cli import run_subprocess as run_cli
 
 GOLDEN = Path(__file__).parent.parent / "golden"
 
-
-def run_cli(*args, env=None):
-    e = {k: v for k, v in os.environ.items() if k != "PLAN_DEBUG"}
-    e.update({"NO_COLOR": "1", "COLUMNS": "100", "HF_HUB_OFFLINE": "1", **(env or {})})
-    return subprocess.run([sys.executable, "-m", "planner", *args], capture_output=True, text=True, env=e)
 
 
 def test_json_contract(capsys):

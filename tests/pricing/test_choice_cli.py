@@ -9,7 +9,7 @@ import pytest
 from rich.console import Console
 
 from planner import estimate
-from planner.cli import main
+from tests.cli import run
 from planner.cli.price_request import parse_tokens
 from planner.cli.render_costs import render_costs
 from planner.errors import PlannerError
@@ -25,12 +25,6 @@ def no_user_catalog(tmp_path, monkeypatch):
 @pytest.fixture(scope="module")
 def catalog():
     return load_catalog(user_dir=False)
-
-
-def run(capsys, *args):
-    code = main(list(args))
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def one_line_error(code, err, message):

@@ -10,7 +10,7 @@ import pytest
 
 from backend.local import check_fit, local_strategy
 from planner import PlannerError, estimate
-from planner.cli import main
+from tests.cli import run
 from pricing.catalog import load_catalog
 from pricing.choose import build_candidates
 from pricing.localgpu import local_costs
@@ -64,6 +64,7 @@ def execute_path(est, n, mib):
         return False, machine.strategy, machine.per_gpu_bytes
 
 
+@pytest.mark.slow  # replays many shapes through every fit path
 @pytest.mark.parametrize("model,mode,seq", JOBS)
 def test_three_paths_agree(catalog, model, mode, seq):
     est = estimate(model, mode=mode, seq_len=seq)
@@ -80,12 +81,6 @@ def test_single_gpu_need_is_the_estimates_total(catalog):
     c = local_costs(est, catalog, "RTX 4090").recommendation
     assert c.per_gpu_bytes == est.total_bytes
     assert c.usable_bytes_per_gpu == 24564 * MIB - est.cuda_context_bytes
-
-
-def run(capsys, *args):
-    code = main(list(args))
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def test_full_8b_on_a_4090_suggests_changes_that_fit(capsys):
@@ -108,6 +103,7 @@ def test_suggestions_are_shown_to_humans(capsys):
     assert code == 1 and "What would make it fit" in out and "--mode qlora" in out
 
 
+@pytest.mark.slow  # replays many shapes through every fit path
 def test_several_gpus_pick_the_strategy(capsys):
     code, out, _ = run(capsys, "llama3-70b", "--mode", "qlora", "--gpu", "8x RTX 3090", "--json")
     rec = json.loads(out)["recommendation"]

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from planner.cli import main
+from tests.cli import run
 
 from .conftest import write_dataset
 
@@ -14,9 +14,7 @@ BASE = ["qwen2.5-0.5b", "--mode", "qlora", "--platform", "sagemaker", "--execute
 
 
 def plan(capsys, *args):
-    code = main([*BASE, *args])
-    out = capsys.readouterr()
-    return code, out.out, out.err
+    return run(capsys, *BASE, *args)
 
 
 @pytest.fixture
@@ -74,6 +72,7 @@ def test_cost_over_max_cost(aws, capsys, data):
     assert aws.client("sagemaker").list_training_jobs()["TrainingJobSummaries"] == []
 
 
+@pytest.mark.slow  # moto server round trips
 def test_cli_dry_run_end_to_end(aws, capsys, data):
     code, out, err = plan(capsys, "--dataset", data, "--bucket", aws.bucket, "--role", aws.role_arn, "--dry-run")
     assert code == 0, err

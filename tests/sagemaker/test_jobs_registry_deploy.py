@@ -15,7 +15,7 @@ import pytest
 
 from backend.sagemaker.errors import SageMakerError
 from planner.cli.execute import run_sagemaker as run
-from planner.cli import main
+from tests.cli import run as cli
 
 from .conftest import write_dataset
 from .plans import MODEL, ONE_GPU, Opts, qlora_estimate
@@ -26,11 +26,8 @@ ADAPTER_FILES = {"adapter_config.json": json.dumps({"peft_type": "LORA", "r": 16
 RUN = {"status": "completed", "global_step": 5, "train_loss": [{"step": 5, "loss": 1.25}],
        "base_model": {"name": HF_ID, "revision": "abc"}}
 
+pytestmark = pytest.mark.slow  # moto server round trips (10-35 s each)
 
-def cli(capsys, *args):
-    code = main(list(args))
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 @pytest.fixture

@@ -21,6 +21,8 @@ SECRET = "hf_NOT_A_REAL_TOKEN_9f8e7d6c"
 HF_ID = "Qwen/Qwen2.5-0.5B"
 REPO = Path(__file__).resolve().parents[2]
 
+pytestmark = pytest.mark.slow  # moto server round trips (10-40 s each)
+
 
 @pytest.fixture
 def dataset(tmp_path):
