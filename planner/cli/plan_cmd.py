@@ -13,12 +13,13 @@ from typing import Optional
 import typer
 
 from . import DEFAULT_COMMAND, app
+from .help import PlanCommand
 from .output import console, warn
 from ..estimate import estimate
 from ..job import Job
 
 
-@app.command(DEFAULT_COMMAND, hidden=True, no_args_is_help=True)
+@app.command(DEFAULT_COMMAND, hidden=True, no_args_is_help=True, cls=PlanCommand)
 def plan(
     ctx: typer.Context,
     model: str = typer.Argument(..., help="Alias (llama3-70b), Hugging Face id, config.json or model directory."),
