@@ -171,6 +171,16 @@ def _boto3():
     return boto3, bexc
 
 
+def _gpu_types(catalog: Catalog, ec2_types, sagemaker_types) -> tuple[list[str], list[str]]:
+    """The NVIDIA instance types to price, unless the caller named them."""
+    if ec2_types is None:
+        ec2_types = [i.instance_type for i in catalog.instances if i.accelerator == "nvidia"]
+    if sagemaker_types is None:
+        sagemaker_types = [t for t in catalog.sagemaker_types()
+                           if (catalog.instance(t) is not None and catalog.instance(t).accelerator == "nvidia")]
+    return ec2_types, sagemaker_types
+
+
 def refresh(regions: Iterable[str], *, directory: Path | None = None, catalog: Catalog | None = None,
             client_factory: Callable[[str, str], Any] | None = None, today: date | None = None,
             ec2_types: list[str] | None = None, sagemaker_types: list[str] | None = None) -> RefreshResult:
@@ -185,11 +195,7 @@ def refresh(regions: Iterable[str], *, directory: Path | None = None, catalog: C
     boto3, bexc = _boto3()
     session = bounded_session()  # fresh: never reuse credentials cached by an earlier session
     make = client_factory or (lambda service, region: session.client(service, region_name=region))
-    if ec2_types is None:
-        ec2_types = [i.instance_type for i in catalog.instances if i.accelerator == "nvidia"]
-    if sagemaker_types is None:
-        sagemaker_types = [t for t in catalog.sagemaker_types()
-                           if (catalog.instance(t) is not None and catalog.instance(t).accelerator == "nvidia")]
+    ec2_types, sagemaker_types = _gpu_types(catalog, ec2_types, sagemaker_types)
     today = today or date.today()
     now = datetime.now(timezone.utc)
     fresh: list[Price] = []
@@ -263,11 +269,7 @@ def refresh_bulk(regions: Iterable[str], *, directory: Path | None = None, catal
     regions = tuple(dict.fromkeys(regions)) or ("us-east-1",)
     for r in regions:
         catalog.check_region(r)
-    if ec2_types is None:
-        ec2_types = [i.instance_type for i in catalog.instances if i.accelerator == "nvidia"]
-    if sagemaker_types is None:
-        sagemaker_types = [t for t in catalog.sagemaker_types()
-                           if (catalog.instance(t) is not None and catalog.instance(t).accelerator == "nvidia")]
+    ec2_types, sagemaker_types = _gpu_types(catalog, ec2_types, sagemaker_types)
     today = today or date.today()
     _, read_s, _ = aws_timeouts()
     fresh: list[Price] = []

@@ -115,6 +115,6 @@ def _print_prices(rows: list[dict], user_file) -> None:
     if used or any(short_source(r["source"]) == "other" for r in rows):
         out.print("sources:")
         for code in used:
-            out.print(f"  {code} = {meaning[code]}", soft_wrap=True)
+            out.print(f"  {code} = {meaning[code]}")
         if any(short_source(r["source"]) == "other" for r in rows):
-            out.print("  other = a public document named in the row's source (`--json` shows it)", soft_wrap=True)
+            out.print("  other = a public document named in the row's source (`--json` shows it)")
