@@ -51,9 +51,10 @@ def _gpus(c) -> str:
 
 
 def _hours(h: float | None) -> str:
+    """Always hours in the "job h" column (issue 18: '49 min' beside '1.2' read as 49 hours)."""
     if h is None:
         return "-"
-    return f"{h * 60:,.0f} min" if h < 1 else f"{h:,.1f}"
+    return f"{h:,.2f}" if h < 10 else f"{h:,.1f}"
 
 
 def _duration(c) -> str:
