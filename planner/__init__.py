@@ -22,6 +22,12 @@ __all__ = sorted(_WHERE)
 
 
 def __getattr__(name: str) -> Any:
+    if name == "__version__":  # from the installed metadata, read only when asked (`plan --version`)
+        from importlib.metadata import PackageNotFoundError, version
+        try:
+            return version("llm-finetune-planner")
+        except PackageNotFoundError:  # run from a source tree that was never installed
+            return "0+unknown"
     if name not in _WHERE:
         raise AttributeError(f"module 'planner' has no attribute {name!r}")
     value = getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)

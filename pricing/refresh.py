@@ -1,4 +1,8 @@
-"""``plan prices refresh``: current prices from the AWS Price List API and EC2 spot history.
+"""``plan prices refresh``: current prices from AWS.
+
+By default (``refresh_bulk``) on-demand EC2 and SageMaker prices come from the public bulk price
+files (pricing/bulk.py: no account, no credentials), and spot from the EC2 API only where credentials
+exist. ``refresh`` (``plan prices refresh --api``) uses the Price List Query API instead:
 
 On-demand EC2: ``pricing.get_products(ServiceCode="AmazonEC2")`` with the filters that make a
 result unique (instanceType, regionCode, operatingSystem=Linux, tenancy=Shared,
@@ -167,6 +171,16 @@ def _boto3():
     return boto3, bexc
 
 
+def _gpu_types(catalog: Catalog, ec2_types, sagemaker_types) -> tuple[list[str], list[str]]:
+    """The NVIDIA instance types to price, unless the caller named them."""
+    if ec2_types is None:
+        ec2_types = [i.instance_type for i in catalog.instances if i.accelerator == "nvidia"]
+    if sagemaker_types is None:
+        sagemaker_types = [t for t in catalog.sagemaker_types()
+                           if (catalog.instance(t) is not None and catalog.instance(t).accelerator == "nvidia")]
+    return ec2_types, sagemaker_types
+
+
 def refresh(regions: Iterable[str], *, directory: Path | None = None, catalog: Catalog | None = None,
             client_factory: Callable[[str, str], Any] | None = None, today: date | None = None,
             ec2_types: list[str] | None = None, sagemaker_types: list[str] | None = None) -> RefreshResult:
@@ -181,11 +195,7 @@ def refresh(regions: Iterable[str], *, directory: Path | None = None, catalog: C
     boto3, bexc = _boto3()
     session = bounded_session()  # fresh: never reuse credentials cached by an earlier session
     make = client_factory or (lambda service, region: session.client(service, region_name=region))
-    if ec2_types is None:
-        ec2_types = [i.instance_type for i in catalog.instances if i.accelerator == "nvidia"]
-    if sagemaker_types is None:
-        sagemaker_types = [t for t in catalog.sagemaker_types()
-                           if (catalog.instance(t) is not None and catalog.instance(t).accelerator == "nvidia")]
+    ec2_types, sagemaker_types = _gpu_types(catalog, ec2_types, sagemaker_types)
     today = today or date.today()
     now = datetime.now(timezone.utc)
     fresh: list[Price] = []
@@ -213,3 +223,76 @@ def refresh(regions: Iterable[str], *, directory: Path | None = None, catalog: C
     kept = [p for p in load_prices(old_path, origin="user") if p.region not in regions] if old_path.is_file() else []
     path = write_user_prices(kept + fresh, directory)
     return RefreshResult(str(path), regions, len(fresh), tuple(unknown))
+
+
+@dataclass(frozen=True)
+class BulkRefreshResult(RefreshResult):
+    notes: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "source": "aws-bulk-price-list", "notes": list(self.notes)}
+
+
+def _spot_rows(regions: tuple[str, ...], ec2_types: list[str], today: date) -> tuple[list[Price], str | None]:
+    """EC2 spot rows where boto3 and credentials exist (spot history has no public file); else a note."""
+    try:
+        import boto3  # noqa: F401  (the aws extra)
+        import botocore.exceptions as bexc
+    except ImportError:
+        return [], "spot prices not refreshed: they come only from the EC2 API (install the aws extra and credentials)"
+    session = bounded_session()
+    if session.get_credentials() is None:
+        return [], "spot prices not refreshed: EC2 spot price history needs AWS credentials (on-demand needed none)"
+    now = datetime.now(timezone.utc)
+    rows = []
+    try:
+        for region in regions:
+            for itype, (lo, hi) in sorted(spot_prices(session.client("ec2", region_name=region), ec2_types, now).items()):
+                rows.append(Price("ec2", itype, region, "spot", lo, "yes", False, SPOT_SOURCE, today.isoformat(),
+                                  f"cheapest zone; zones ranged {lo:g}-{hi:g}", origin="user"))
+    except (bexc.BotoCoreError, bexc.ClientError) as exc:
+        return [], f"spot prices not refreshed ({exc})"
+    return rows, None
+
+
+def refresh_bulk(regions: Iterable[str], *, directory: Path | None = None, catalog: Catalog | None = None,
+                 today: date | None = None, ec2_types: list[str] | None = None,
+                 sagemaker_types: list[str] | None = None, progress=None, spot: bool = True) -> BulkRefreshResult:
+    """On-demand EC2 and SageMaker prices from the public bulk files (pricing/bulk.py), spot where credentials allow.
+
+    The user price file is rewritten only after every region was read; rows of other regions, and this
+    region's spot rows when spot could not be refreshed, are kept.
+    """
+    from . import bulk
+
+    catalog = catalog or load_catalog(user_dir=False)
+    regions = tuple(dict.fromkeys(regions)) or ("us-east-1",)
+    for r in regions:
+        catalog.check_region(r)
+    ec2_types, sagemaker_types = _gpu_types(catalog, ec2_types, sagemaker_types)
+    today = today or date.today()
+    _, read_s, _ = aws_timeouts()
+    fresh: list[Price] = []
+    unknown: list[str] = []
+    for region in regions:
+        got = bulk.fetch_region(region, set(ec2_types), set(sagemaker_types), timeout_s=read_s, progress=progress)
+        wanted = [("ec2", t, "on-demand") for t in ec2_types] + [
+            ("sagemaker", t, u) for t in sagemaker_types for u in ("training", "hosting")]
+        for platform, itype, usage in wanted:
+            usd = got.usd.get((platform, itype, usage))
+            if usd is None:
+                unknown.append(f"{region}:{itype}" + ("" if platform == "ec2" else f" ({usage})"))
+                continue
+            fresh.append(Price(platform, itype, region, usage, usd, "yes", False, got.sources[platform],
+                               got.published.get(platform) or today.isoformat(), "", origin="user"))
+    notes = []
+    spot_rows, note = _spot_rows(regions, ec2_types, today) if spot and ec2_types else ([], None)
+    fresh.extend(spot_rows)
+    if note:
+        notes.append(note)
+    directory = Path(directory or cache_dir())
+    old_path = directory / USER_PRICES
+    old = load_prices(old_path, origin="user") if old_path.is_file() else ()
+    kept = [p for p in old if p.region not in regions or (p.usage == "spot" and not spot_rows)]
+    path = write_user_prices(kept + fresh, directory)
+    return BulkRefreshResult(str(path), regions, len(fresh), tuple(unknown), tuple(notes))

@@ -179,7 +179,7 @@ LIGHT = "torch,transformers,peft,trl,accelerate,datasets,fastapi,uvicorn,boto3,b
     (["registry", "list"], "plan registry list needs the aws extra"),
     (["deploy", "job", "--name", "ep"], "plan deploy needs the aws extra"),
     (["adapters", "merge", "x"], "plan adapters merge needs the train extra"),
-    (["prices", "refresh"], "plan prices refresh needs the aws extra"),
+    (["prices", "refresh", "--api"], "plan prices refresh --api needs the aws extra"),
     ([MODEL, "--execute", "--backend", "sagemaker"], "plan --execute needs the aws extra"),
     ([MODEL, "--execute", "--dataset", "DATA"], "plan --execute needs the train extra"),
 ])
@@ -236,7 +236,7 @@ def test_price_refresh_against_a_silent_endpoint_fails_in_one_line_in_bounded_ti
                   AWS_SECRET_ACCESS_KEY="testing", PLAN_AWS_CONNECT_TIMEOUT="1", PLAN_AWS_READ_TIMEOUT="1",
                   PLAN_CACHE_DIR=str(tmp_path))
     start = time.monotonic()
-    res = subprocess.run([sys.executable, "-m", "planner", "prices", "refresh"], capture_output=True, text=True,
+    res = subprocess.run([sys.executable, "-m", "planner", "prices", "refresh", "--api"], capture_output=True, text=True,
                          env=env, timeout=120)
     elapsed = time.monotonic() - start
     line = assert_one_error_line(res.returncode, res.stderr, ["prices", "refresh"])

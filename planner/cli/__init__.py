@@ -25,9 +25,36 @@ class DefaultGroup(TyperGroup):
     """Route ``plan MODEL ...`` to the default command when MODEL is not a subcommand name."""
 
     def parse_args(self, ctx, args: list[str]) -> list[str]:
-        if args and args[0] not in self.commands and args[0] not in ("--help", "-h", "--version"):
+        if args and args[0] not in self.commands and args[0] not in ("--help", "-h", "--version", "-V"):
             args = [DEFAULT_COMMAND, *args]
         return super().parse_args(ctx, args)
+
+    def resolve_command(self, ctx, args: list[str]):
+        name, cmd, rest = super().resolve_command(ctx, args)
+        # `plan MODEL --help` and its errors read "plan MODEL", never the hidden name
+        return ("MODEL" if name == DEFAULT_COMMAND else name), cmd, rest
+
+    def get_params(self, ctx):
+        return [*super().get_params(ctx), _version_option()]
+
+    def format_options(self, ctx, formatter) -> None:
+        from .help import write_main_flags
+        super().format_options(ctx, formatter)
+        write_main_flags(self, ctx, formatter, DEFAULT_COMMAND)
+
+
+def _version_option():
+    """``--version`` / ``-V``: the installed distribution's version (package metadata; nothing heavy)."""
+    from typer.core import TyperOption
+
+    def show(ctx, _param, value):
+        if value and not ctx.resilient_parsing:
+            from .. import __version__
+            print(f"plan {__version__}")
+            ctx.exit(0)
+
+    return TyperOption(param_decls=["--version", "-V"], is_flag=True, expose_value=False, is_eager=True,
+                       callback=show, help="Show the version and exit.")
 
 
 app = typer.Typer(

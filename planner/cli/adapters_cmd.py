@@ -40,10 +40,9 @@ def list_adapters(base: Optional[str] = typer.Option(None, "--base", help="Only 
         console(stderr=True).print("no adapters" + (f" for base model {base}" if base else "")
                                    + "; train one with `plan MODEL --mode qlora --dataset FILE --execute`")
         return
-    from rich.table import Table
-    table = Table(title="Adapters", title_justify="left")
-    for col in ("name", "base model", "mode", "peft", "data set", "steps", "train loss", "eval loss", "created"):
-        table.add_column(col, justify="right" if col in ("steps", "train loss", "eval loss") else "left")
+    from .tables import dropped_note, fitted_table
+    names = ("name", "base model", "mode", "peft", "data set", "steps", "train loss", "eval loss", "created")
+    cols: dict[str, list[str]] = {n: [] for n in names}
     for r in records:
         m = r.metadata
         peft = m.get("peft") or {}
@@ -51,10 +50,18 @@ def list_adapters(base: Optional[str] = typer.Option(None, "--base", help="Only 
                   f"{peft['num_virtual_tokens']} tokens" if "num_virtual_tokens" in peft else "-")
         data = (m.get("dataset") or {}).get("source") or "-"
         metrics = m.get("metrics") or {}
-        table.add_row(r.name, r.base_model, m.get("mode", "-"), peft_s, data.rsplit("/", 1)[-1],
-                      str(metrics.get("global_step", "-")), _fmt_loss(metrics.get("train_loss")),
-                      _fmt_loss(metrics.get("eval_loss")), r.created[:10])
-    console().print(table)
+        row = (r.name, r.base_model, m.get("mode", "-"), peft_s, data.rsplit("/", 1)[-1],
+               str(metrics.get("global_step", "-")), _fmt_loss(metrics.get("train_loss")),
+               _fmt_loss(metrics.get("eval_loss")), r.created[:10])
+        for n, cell in zip(names, row):
+            cols[n].append(cell)
+    out = console()
+    table, dropped = fitted_table("Adapters", cols, out.width, keep={"name", "base model"},
+                                  drop=("data set", "peft", "created", "train loss", "steps", "mode", "eval loss"),
+                                  right={"steps", "train loss", "eval loss"})
+    out.print(table)
+    if (note := dropped_note(dropped, "`plan adapters show NAME` or `--json` shows them")) is not None:
+        out.print(note)
 
 
 @adapters_app.command("show")

@@ -23,15 +23,22 @@ def models(as_json: bool = typer.Option(False, "--json", help="Print JSON instea
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
-    from rich.table import Table
-    table = Table(title="Shipped models", title_justify="left")
-    for col in ("alias", "Hugging Face id", "architecture", "params", "config"):
-        table.add_column(col, justify="right" if col == "params" else "left")
+    from .tables import dropped_note, fitted_table
+    cols: dict[str, list[str]] = {"alias": [], "Hugging Face id": [], "params": [], "architecture": [], "config": []}
     for r in rows:
         params = f"{r['params'] / 1e9:.2f}B"
         if r["active_params"] != r["params"]:
             params += f" ({r['active_params'] / 1e9:.2f}B active)"
         # where the shipped config.json values came from: an exact copy, or second-hand/partial (see --json notes)
         trust = r["config_confidence"] or ""
-        table.add_row(r["alias"], r["hf_id"], r["model_type"], params, "" if trust == "exact copy" else trust)
-    console().print(table)
+        cols["alias"].append(r["alias"])
+        cols["Hugging Face id"].append(r["hf_id"] or "-")
+        cols["params"].append(params)
+        cols["architecture"].append(r["model_type"])
+        cols["config"].append("" if trust == "exact copy" else trust)
+    out = console()
+    table, dropped = fitted_table("Shipped models", cols, out.width, keep={"alias", "Hugging Face id"},
+                                  drop=("config", "architecture", "params"), right={"params"})
+    out.print(table)
+    if (note := dropped_note(dropped)) is not None:
+        out.print(note)

@@ -13,11 +13,12 @@ from typing import Optional
 import typer
 
 from . import DEFAULT_COMMAND, app
+from .help import PlanCommand
 from .output import console, warn
 from .serving_flags import ServingFlags, with_serving_flags
 
 
-@app.command(DEFAULT_COMMAND, hidden=True, no_args_is_help=True)
+@app.command(DEFAULT_COMMAND, hidden=True, no_args_is_help=True, cls=PlanCommand)
 @with_serving_flags  # issue 21: --engine vllm and vLLM's own flags (planner/cli/serving_flags.py)
 def plan(
     ctx: typer.Context,

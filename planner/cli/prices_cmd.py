@@ -18,20 +18,30 @@ app.add_typer(prices_app, name="prices")
 @prices_app.command("refresh")
 def refresh_cmd(
     region: Optional[List[str]] = typer.Option(None, "--region", help="Region to refresh (repeatable; default us-east-1)."),
+    api: bool = typer.Option(False, "--api", help="Use the Price List Query API (needs the aws extra and AWS "
+                                                  "credentials) instead of the public bulk price files."),
+    spot: bool = typer.Option(True, "--spot/--no-spot", help="Also refresh EC2 spot prices (only where AWS "
+                                                             "credentials exist: spot history has no public file)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
 ) -> None:
-    """Read the AWS Price List API and EC2 spot history; write the user catalog (it wins over the bundled one)."""
-    from .validate import AWS_MODULES, require_extra
-    require_extra("plan prices refresh", "aws", *AWS_MODULES[:2])
-    from pricing.refresh import refresh
-
-    from .progress import waiting
-    with waiting("the AWS Price List API"):
-        result = refresh(region or ["us-east-1"])
+    """Read current AWS prices (public price list files: no AWS account needed); write the user catalog."""
+    from .progress import byte_progress, waiting
+    if api:
+        from .validate import AWS_MODULES, require_extra
+        require_extra("plan prices refresh --api", "aws", *AWS_MODULES[:2])
+        from pricing.refresh import refresh
+        with waiting("the AWS Price List API"):
+            result = refresh(region or ["us-east-1"])
+    else:
+        from pricing.refresh import refresh_bulk
+        with byte_progress("reading the AWS price list") as progress:
+            result = refresh_bulk(region or ["us-east-1"], progress=progress, spot=spot)
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2))
         return
     console().print(f"wrote {result.rows} prices for {', '.join(result.regions)} to {result.path}")
+    for note in getattr(result, "notes", ()):
+        info(f"note: {note}")
     if result.unknown:
         info(f"no price from AWS for {len(result.unknown)} instance/usage pair(s): {', '.join(result.unknown[:8])}"
              + (" ..." if len(result.unknown) > 8 else ""))
@@ -75,16 +85,39 @@ def show_cmd(
     if as_json:
         typer.echo(json.dumps({"user_catalog": catalog.user_file, "prices": rows}, indent=2))
     else:
-        from rich.table import Table
-        where = f"user catalog {catalog.user_file} over the bundled one" if catalog.user_file else "bundled catalog"
-        table = Table(title=f"{len(rows)} prices ({where})", title_justify="left")
-        for col in ("platform", "instance", "region", "usage", "$/h", "as of", "age (days)", "source"):
-            table.add_column(col, justify="right" if col in ("$/h", "age (days)") else "left")
-        for r in rows:
-            price = "unknown" if r["usd_per_hour"] is None else f"{r['usd_per_hour']:g}" + (" est." if r["estimated"] else "")
-            table.add_row(r["platform"], r["instance_type"], r["region"], r["usage"], price, r["as_of"],
-                          "?" if r["age_days"] is None else str(r["age_days"]), r["source"].split(" via ")[0])
-        console().print(table)
+        _print_prices(rows, catalog.user_file)
     if stale:
-        warn(f"{len(stale)} of {len(rows)} prices are older than {STALE_AFTER_DAYS} days or undated; "
-             "run `plan prices refresh` for current ones")
+        ages = [r["age_days"] for r in stale if r["age_days"] is not None]
+        oldest = f" (oldest {max(ages)} days)" if ages else ""
+        warn(f"{len(stale)} of {len(rows)} prices are older than {STALE_AFTER_DAYS} days or undated{oldest}; "
+             "`plan prices refresh` reads current ones from AWS's public price list (no AWS account needed)")
+
+
+def _print_prices(rows: list[dict], user_file) -> None:
+    """The table (instance and region whole; less useful columns dropped for width) and what each source code means."""
+    from pricing.sources import codes_in, short_source, source_codes
+
+    from .tables import dropped_note, fitted_table
+    cols: dict[str, list[str]] = {k: [] for k in ("instance", "region", "usage", "$/h", "source", "as of",
+                                                  "age (days)", "platform")}
+    for r in rows:
+        price = "unknown" if r["usd_per_hour"] is None else f"{r['usd_per_hour']:g}" + (" est." if r["estimated"] else "")
+        for k, v in (("instance", r["instance_type"]), ("region", r["region"]), ("usage", r["usage"]), ("$/h", price),
+                     ("source", short_source(r["source"])), ("as of", r["as_of"]),
+                     ("age (days)", "?" if r["age_days"] is None else str(r["age_days"])), ("platform", r["platform"])):
+            cols[k].append(v)
+    where = f"user catalog {user_file} over the bundled one" if user_file else "bundled catalog"
+    out = console()
+    table, dropped = fitted_table(f"{len(rows)} prices ({where})", cols, out.width, keep={"instance", "region"},
+                                  drop=("platform", "as of", "age (days)", "source"), right={"$/h", "age (days)"})
+    out.print(table)
+    if (note := dropped_note(dropped)) is not None:
+        out.print(note)
+    used = list(dict.fromkeys(c for r in rows for c in codes_in(r["source"])))
+    meaning = source_codes()
+    if used or any(short_source(r["source"]) == "other" for r in rows):
+        out.print("sources:")
+        for code in used:
+            out.print(f"  {code} = {meaning[code]}")
+        if any(short_source(r["source"]) == "other" for r in rows):
+            out.print("  other = a public document named in the row's source (`--json` shows it)")

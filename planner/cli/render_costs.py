@@ -6,14 +6,13 @@ dropped first (``DROP_ORDER``) and the rest may wrap; columns with nothing in th
 """
 from __future__ import annotations
 
-from rich.table import Table
 from rich.text import Text
 
 from pricing.choose import OBJECTIVE_LABELS
 from pricing.fit import GIB, needs_text
 from pricing.timecost import HOURS_PER_MONTH
 
-DROP_ORDER = ("strategy", "GiB/GPU", "platform", "$/h", "job h")  # first dropped first
+DROP_ORDER = ("GiB/GPU", "$/h", "platform", "job h")  # first dropped first; never instance/region/strategy
 FIT, NO_FIT = "green", "red"
 USAGE_LABELS = {("ec2", "on-demand"): "EC2 on-demand", ("ec2", "spot"): "EC2 spot",
                 ("sagemaker", "training"): "SageMaker training", ("sagemaker", "spot"): "SageMaker managed spot",
@@ -52,9 +51,10 @@ def _gpus(c) -> str:
 
 
 def _hours(h: float | None) -> str:
+    """Always hours in the "job h" column (issue 18: '49 min' beside '1.2' read as 49 hours)."""
     if h is None:
         return "-"
-    return f"{h * 60:,.0f} min" if h < 1 else f"{h:,.1f}"
+    return f"{h:,.2f}" if h < 10 else f"{h:,.1f}"
 
 
 def _duration(c) -> str:
@@ -102,7 +102,11 @@ def render_costs(console, costs) -> None:
             console.print(f"  {label:<15} {text}", markup=False)
     alts = costs.alternatives()
     if alts:
-        console.print(_table(console, costs, alts))
+        from .tables import dropped_note
+        table, dropped = _table(console, costs, alts)
+        console.print(table)
+        if (note := dropped_note(dropped)) is not None:
+            console.print(note)
     _render_suggestions(console, costs)
     fitting = sum(1 for c in costs.candidates if c.fits)
     console.print(f"{len(costs.candidates)} candidates considered, {fitting} fit (`--json` lists each with its reason).")
@@ -129,26 +133,13 @@ def _columns(costs, alts) -> dict[str, list[str]]:
     return {k: v for k, v in cols.items() if any(x not in ("-", "") for x in v)}  # empty columns dropped
 
 
-def _width(cols: dict[str, list[str]]) -> int:
-    return sum(max(len(h), *(len(x) for x in v)) + 3 for h, v in cols.items()) + 1
-
-
-def _table(console, costs, alts) -> Table:
+def _table(console, costs, alts):
+    from .tables import fitted_table
+    title = f"Next-best alternatives (by {OBJECTIVE_LABELS.get(costs.objective, costs.objective)})"
     cols = _columns(costs, alts)
-    for name in DROP_ORDER:
-        if _width(cols) <= console.width:
-            break
-        cols.pop(name, None)
     left = {"instance", "region", "platform", "GPUs", "strategy"}
-    table = Table(title=f"Next-best alternatives (by {OBJECTIVE_LABELS.get(costs.objective, costs.objective)})",
-                  title_justify="left")
-    for name, cells in cols.items():
-        keep = name == "instance"  # never truncated, never wrapped
-        table.add_column(name, justify="left" if name in left else "right", no_wrap=keep,
-                         min_width=max(len(x) for x in cells) if keep else None, overflow="fold")
-    for row in zip(*cols.values()):
-        table.add_row(*row)
-    return table
+    return fitted_table(title, cols, console.width, keep={"instance", "region", "strategy"}, drop=DROP_ORDER,
+                        right=set(cols) - left)
 
 
 def _render_local(console, costs) -> None:
