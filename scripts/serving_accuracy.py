@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT))
 from planner import hardware  # noqa: E402
 from planner.registry import resolve  # noqa: E402
 from planner.serving.performance import StepModel, Workload, performance  # noqa: E402
-from planner.serving.quant import quant_format  # noqa: E402
+from planner.serving.quant import from_config, quant_format  # noqa: E402
 from planner.serving.vllm_memory import GIB, Device, EngineSettings, engine_memory  # noqa: E402
 from planner.spec import spec_from_config  # noqa: E402
 from pricing.serving import device_for, link_of  # noqa: E402
@@ -62,7 +62,10 @@ def startup_rows():
                                   gpu_memory_utilization=f.get("gpu_memory_utilization"),
                                   max_model_len=f.get("max_model_len"), kv_cache_dtype=f.get("kv_cache_dtype", "auto"),
                                   max_num_seqs=f.get("max_num_seqs"), max_num_batched_tokens=f.get("max_num_batched_tokens"))
-        q = quant_format(row["quantization"]) if row.get("quantization") else None
+        if row.get("quantization_config"):  # the checkpoint's own, ignore list included
+            q = from_config({"quantization_config": row["quantization_config"]})
+        else:
+            q = quant_format(row["quantization"]) if row.get("quantization") else None
         mem = engine_memory(spec, Device(dev.name, dev.total_bytes, dev.generation), settings, q)
         pub = row["published"]
         cells = {"id": row["id"], "what": f"{row['model']} {row.get('quantization') or 'bf16'} TP{row['tp']} on "
