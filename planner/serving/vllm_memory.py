@@ -332,7 +332,9 @@ def activation_peak(spec: ModelSpec, settings: EngineSettings, mnbt: int, max_nu
     pad = d["vocab_padding"]["value"]
     vocab = math.ceil(spec.vocab_size / pad) * pad
     rows = min(max_num_seqs, mnbt)
-    sampler = rows * vocab * d["sampler_bytes_per_logit"]["value"] + mnbt * h * db
+    per_logit = version_rules(check_version(settings.version)).get("sampler_bytes_per_logit",
+                                                                    d["sampler_bytes_per_logit"]["value"])
+    sampler = rows * vocab * per_logit + mnbt * h * db
     return int(max(forward, sampler))
 
 
