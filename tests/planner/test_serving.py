@@ -397,3 +397,13 @@ def test_what_would_on_own_gpus_is_replanned():
 def test_cloud_flags_with_own_gpus_refused(flag):
     r = _cli("llama3.1-8b", "--engine", "vllm", "--gpu", "L4", "--max-model-len", "4096", *flag)
     assert r.returncode == 2 and flag[0] in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_sampler_peak_from_0_11_is_the_measured_one():
+    """llm-d-benchmark's vLLM 0.11.0 H100 log for Llama-3.1-8B quotes a 4.76 GiB profile peak (the dummy
+    sampler on 1024 x 128,256 logits); before 0.11.0 the 10-byte assumption stands."""
+    spec = resolve("llama3.1-8b")
+    new = engine_memory(spec, H100, EngineSettings(version="0.11.0", max_model_len=16000))
+    old = engine_memory(spec, H100, EngineSettings(version="0.10.0", max_model_len=16000))
+    assert new.activation_peak_bytes / GIB == pytest.approx(4.76, rel=0.03)
+    assert old.activation_peak_bytes < new.activation_peak_bytes / 3
