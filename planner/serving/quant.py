@@ -9,6 +9,7 @@ unquantized checkpoint takes ``--quantization fp8`` (dynamic per-tensor fp8 at l
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
@@ -47,6 +48,25 @@ class QuantFormat:
     per_input_bytes: float = 0.0
     origin: str = "flag"    # "config.json" when read from quantization_config, "flag" for --quantization
     expert_padding: tuple[tuple[str, int, int], ...] = ()  # (generation, hidden multiple, intermediate multiple)
+    skip: tuple[str, ...] = ()  # the checkpoint's ignore list: modules left in the model dtype
+
+    def skips(self, module: str) -> bool:
+        """Whether vLLM leaves ``module`` (``model.layers.3.self_attn.q_proj``) unquantized.
+
+        ``is_layer_skipped`` (quantization/utils/quant_utils.py @0.19.0): an exact module name in the
+        ignore list (fp8 ``ignored_layers``, fbgemm_fp8 / fp8 ``modules_to_not_convert``); fused
+        qkv_proj / gate_up_proj are checked shard by shard, which the planner's unfused tensors already
+        are; an expert module is skipped when an ignore entry containing "experts" contains its prefix.
+        compressed-tensors ``ignore`` entries may be ``re:`` patterns (compressed_tensors/utils.py
+        ``find_matched_target``: ``re.match``).
+        """
+        for entry in self.skip:
+            if entry.startswith("re:"):
+                if re.match(entry[3:], module):
+                    return True
+            elif entry == module or (module.endswith(".experts") and "experts" in entry and module in entry):
+                return True
+        return False
 
     def expert_scale(self, generation: str, hidden: int, intermediate: int) -> float:
         """How much larger padded expert weights are than (hidden x intermediate) on this GPU generation."""
@@ -86,6 +106,16 @@ def quant_format(name: str, *, group: int | None = None, origin: str = "flag") -
     return fmt
 
 
+def _ignore_list(qc: Mapping[str, Any]) -> tuple[str, ...]:
+    """The modules a checkpoint leaves unquantized: fp8.py reads ``ignored_layers`` then
+    ``modules_to_not_convert``, fbgemm_fp8.py ``modules_to_not_convert``, compressed_tensors.py ``ignore``."""
+    for key in ("ignored_layers", "modules_to_not_convert", "ignore"):
+        value = qc.get(key)
+        if value:
+            return tuple(str(v) for v in value)
+    return ()
+
+
 def _compressed_tensors(qc: Mapping[str, Any]) -> QuantFormat:
     """llm-compressor checkpoints (compressed_tensors.py): the first config group's weight scheme."""
     fmt_name = str(qc.get("format") or "")
@@ -118,6 +148,10 @@ def from_config(config: Mapping[str, Any]) -> QuantFormat | None:
     if mapped is None:
         raise PlannerError(f"config.json quantization_config.quant_method '{method}' is not a format this planner "
                            f"models; pass --quantization with one of {', '.join(format_names())}")
+    return replace(_declared(qc, mapped), skip=_ignore_list(qc))
+
+
+def _declared(qc: Mapping[str, Any], mapped: str) -> QuantFormat:
     if mapped == "compressed-tensors":
         return _compressed_tensors(qc)
     if mapped == "modelopt":

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import PlannerError
-from ..params import is_moe_layer, layer_tensors
+from ..params import Tensor, is_moe_layer, layer_tensors
 from ..spec import ModelSpec
 from .quant import QuantFormat
 
@@ -228,6 +228,13 @@ def _tensor_numel_per_rank(spec: ModelSpec, name: str, numel: int, tp: int) -> t
     return math.ceil(numel / tp), True
 
 
+def _module_name(idx: int, t: Tensor) -> str:
+    """The checkpoint's module name of a decoder tensor, as ignore lists spell it."""
+    sub = "self_attn" if t.group == "attention" else t.group
+    name = "experts" if t.kind == "experts" else t.name
+    return f"model.layers.{idx}.{sub}.{name}"
+
+
 def _layer_bytes(spec: ModelSpec, idx: int, tp: int, dtype_bytes: int, quant: QuantFormat | None,
                  generation: str = "") -> tuple[float, float]:
     """(bytes held per rank, of which routed experts) of decoder layer ``idx``."""
@@ -238,7 +245,8 @@ def _layer_bytes(spec: ModelSpec, idx: int, tp: int, dtype_bytes: int, quant: Qu
         else:
             n, sharded = _tensor_numel_per_rank(spec, t.name, t.numel, tp)
             quantized = (quant is not None and t.kind in ("linear", "experts") and t.group != "router"
-                         and (quant.quantizes == "linears" or t.kind == "experts"))
+                         and (quant.quantizes == "linears" or t.kind == "experts")
+                         and not (quant.skip and quant.skips(_module_name(idx, t))))
             if quantized and t.shape:
                 n_in, n_out = t.shape
                 per = n / (n_in * n_out * t.count)  # this rank's share
@@ -277,9 +285,12 @@ def weights_per_rank(spec: ModelSpec, settings: EngineSettings, quant: QuantForm
     cache: dict[bool, tuple[float, float]] = {}
     for i in layers:
         kind = is_moe_layer(spec, i)
-        if kind not in cache:
-            cache[kind] = _layer_bytes(spec, i, tp, db, quant, generation)
-        h, r = cache[kind]
+        if quant is not None and quant.skip:  # an ignore list can name single layers: no sharing
+            h, r = _layer_bytes(spec, i, tp, db, quant, generation)
+        else:
+            if kind not in cache:
+                cache[kind] = _layer_bytes(spec, i, tp, db, quant, generation)
+            h, r = cache[kind]
         held, read = held + h, read + r
     pad = d["vocab_padding"]["value"]
     vocab_rank = math.ceil(math.ceil(spec.vocab_size / pad) * pad / tp)
@@ -321,7 +332,9 @@ def activation_peak(spec: ModelSpec, settings: EngineSettings, mnbt: int, max_nu
     pad = d["vocab_padding"]["value"]
     vocab = math.ceil(spec.vocab_size / pad) * pad
     rows = min(max_num_seqs, mnbt)
-    sampler = rows * vocab * d["sampler_bytes_per_logit"]["value"] + mnbt * h * db
+    per_logit = version_rules(check_version(settings.version)).get("sampler_bytes_per_logit",
+                                                                    d["sampler_bytes_per_logit"]["value"])
+    sampler = rows * vocab * per_logit + mnbt * h * db
     return int(max(forward, sampler))
 
 

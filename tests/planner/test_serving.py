@@ -40,6 +40,22 @@ def test_weights_per_rank_match_logged_loading(alias, tp, quant, logged_gib):
     assert held / GIB == pytest.approx(logged_gib, rel=0.002)
 
 
+def test_ignore_list_keeps_named_modules_in_bf16():
+    """fp8 ``ignored_layers`` / ``modules_to_not_convert`` (vLLM is_layer_skipped): the named linears stay
+    bf16. Llama-3.1-8B, every attention projection ignored: per layer q, o are 4096x4096 and k, v 4096x1024,
+    each losing its fp32 per-row scale and gaining a byte per weight."""
+    spec = resolve("llama3.1-8b")
+    attn = [f"model.layers.{i}.self_attn.{n}" for i in range(32) for n in ("q_proj", "k_proj", "v_proj", "o_proj")]
+    plain, _ = weights_per_rank(spec, EngineSettings(), from_config({"quantization_config": {"quant_method": "fp8"}}))
+    skipped, _ = weights_per_rank(spec, EngineSettings(), from_config(
+        {"quantization_config": {"quant_method": "fp8", "ignored_layers": attn}}))
+    numel, rows = 2 * 4096 * 4096 + 2 * 4096 * 1024, 2 * 4096 + 2 * 1024
+    assert skipped - plain == 32 * (numel * 1 - rows * 4)
+    regex = from_config({"quantization_config": {"quant_method": "compressed-tensors", "ignore": ["re:.*self_attn.*"],
+                                                 "config_groups": {"g": {"weights": {"num_bits": 8, "type": "float"}}}}})
+    assert weights_per_rank(spec, EngineSettings(), regex)[0] == skipped
+
+
 def test_mxfp4_experts_padded_for_marlin_on_ampere():
     """gpt-oss-20b on an A100 logs 13.72 GiB (myoceane.fr, vLLM 0.19.0): Marlin pads 2880 -> 3072 / 2944."""
     spec = resolve("gpt-oss-20b")
@@ -381,3 +397,13 @@ def test_what_would_on_own_gpus_is_replanned():
 def test_cloud_flags_with_own_gpus_refused(flag):
     r = _cli("llama3.1-8b", "--engine", "vllm", "--gpu", "L4", "--max-model-len", "4096", *flag)
     assert r.returncode == 2 and flag[0] in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_sampler_peak_from_0_11_is_the_measured_one():
+    """llm-d-benchmark's vLLM 0.11.0 H100 log for Llama-3.1-8B quotes a 4.76 GiB profile peak (the dummy
+    sampler on 1024 x 128,256 logits); before 0.11.0 the 10-byte assumption stands."""
+    spec = resolve("llama3.1-8b")
+    new = engine_memory(spec, H100, EngineSettings(version="0.11.0", max_model_len=16000))
+    old = engine_memory(spec, H100, EngineSettings(version="0.10.0", max_model_len=16000))
+    assert new.activation_peak_bytes / GIB == pytest.approx(4.76, rel=0.03)
+    assert old.activation_peak_bytes < new.activation_peak_bytes / 3
