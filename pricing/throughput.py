@@ -115,7 +115,8 @@ def dims_of(model_key: str) -> tuple["ModelDims", int]:
     from planner.perf import ModelDims
     if "=" in model_key:
         kv = dict(p.split("=") for p in model_key.split(";"))
-        d = ModelDims(**{k: int(v) for k, v in kv.items() if k != "params"})
+        flags = ("gated_mlp", "rotary")  # 0/1 in the csv
+        d = ModelDims(**{k: (bool(int(v)) if k in flags else int(v)) for k, v in kv.items() if k != "params"})
         return d, int(kv["params"])
     from planner.params import count_params
     from planner.registry import resolve
