@@ -216,3 +216,15 @@ def test_non_gated_mlp_and_no_rotary_against_a_hand_count():
     act = next(o for o in ops if o.name == "act")
     assert (act.bytes, act.launches) == (t * 4 * d * 2 * 2, 1)
     assert dims.sharded(2).gated_mlp is False and dims.sharded(2).rotary is False
+
+
+def test_checkpointing_every_second_layer_recomputes_half_a_forward():
+    """torchtitan's selective layer AC (every second layer): recompute = 0.5 adds half of one forward's
+    FLOPs, full checkpointing one whole forward (hand count against the no-checkpointing step)."""
+    from planner.perf.training import Method, training_step_ops
+    d = perf.ModelDims(hidden=1024, layers=4, heads=8, kv_heads=8, head_dim=128, intermediate=4096, vocab=1000)
+    fwd = sum(o.flops for o in perf.layer_forward_ops(d, 2, 512)) * d.layers
+    flops = {rc: sum(o.flops for o in training_step_ops(d, 2, 512, Method("full", checkpointing=rc > 0, recompute=rc or 1)))
+             for rc in (0, 0.5, 1)}
+    assert flops[0.5] - flops[0] == pytest.approx(0.5 * fwd)
+    assert flops[1] - flops[0] == pytest.approx(fwd)
