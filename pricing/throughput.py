@@ -31,7 +31,10 @@ if TYPE_CHECKING:  # the perf core loads only when a training time is figured (p
     from planner.perf.training import TrainingSpeed
 
 MIN_SOURCES = 2
-KERNELS = ("eager", "compiled")  # HF Trainer / PEFT eager PyTorch; torch.compile, Liger, Unsloth, torchao fused
+KERNELS = ("eager", "compiled")
+# the csv's checkpointing column -> fraction of layers re-run in backward (torchtitan's selective layer
+# AC checkpoints every second layer: selective_ac_option = '2' in its 64-A100 presets)
+RECOMPUTE = {"yes": 1.0, "no": 0.0, "every-2nd-layer": 0.5}  # HF Trainer / PEFT eager PyTorch; torch.compile, Liger, Unsloth, torchao fused
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,7 @@ class Measurement:
     source: str
     as_of: str
     note: str = ""
+    recompute: float = 1.0  # fraction of layers checkpointed ('every-2nd-layer' in the csv: 0.5)
 
     @property
     def source_key(self) -> str:
@@ -103,9 +107,10 @@ def load_measurements(path: Path | None = None) -> tuple[Measurement, ...]:
         tps = float(r["tokens_per_second"]) * (gpus if r["per"] == "per-gpu" else 1)
         out.append(Measurement(r["id"], r["model"], r["model_key"], int(r["params"]), r["mode"], r["gpu_model"], gpus,
                                int(r["machines"]), r["interconnect"], int(r["seq_len"]), int(r["batch"]),
-                               r["checkpointing"] == "yes", tps, r["framework"], r["kernels"], r["attention"],
+                               r["checkpointing"] != "no", tps, r["framework"], r["kernels"], r["attention"],
                                r["optimizer"], int(r["lora_r"] or 0), r["lora_targets"] or "all-linear",
-                               r["strategy"], r["source"], r["as_of"], r.get("note") or ""))
+                               r["strategy"], r["source"], r["as_of"], r.get("note") or "",
+                               RECOMPUTE[r["checkpointing"]]))
     return tuple(out)
 
 
@@ -115,7 +120,8 @@ def dims_of(model_key: str) -> tuple["ModelDims", int]:
     from planner.perf import ModelDims
     if "=" in model_key:
         kv = dict(p.split("=") for p in model_key.split(";"))
-        d = ModelDims(**{k: int(v) for k, v in kv.items() if k != "params"})
+        flags = ("gated_mlp", "rotary")  # 0/1 in the csv
+        d = ModelDims(**{k: (bool(int(v)) if k in flags else int(v)) for k, v in kv.items() if k != "params"})
         return d, int(kv["params"])
     from planner.params import count_params
     from planner.registry import resolve
@@ -131,7 +137,7 @@ def speed_of(m: Measurement, eff_table: dict | None = None) -> "TrainingSpeed":
     gpu = hardware.gpu(m.gpu_model)
     per_machine = m.gpus // m.machines
     bw, how = hardware.link_bandwidth(m.interconnect, gpu, "", per_machine)
-    method = Method(m.mode, checkpointing=m.checkpointing, lora_r=m.lora_r or 16, lora_targets=m.lora_targets,
+    method = Method(m.mode, checkpointing=m.checkpointing, recompute=m.recompute, lora_r=m.lora_r or 16, lora_targets=m.lora_targets,
                     lora_dropout=m.kernels == "eager", attn_kernel=m.attention, fused=m.kernels == "compiled",
                     optimizer=m.optimizer)
     trainable = total if m.mode == "full" else lora_trainable(dims, m.lora_r or 16, m.lora_targets)

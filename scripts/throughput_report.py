@@ -20,6 +20,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 from docgen import write_or_check
 
+from planner import hardware
 from pricing import throughput
 from pricing.catalog import DATA_DIR
 
@@ -53,6 +54,8 @@ def main() -> int:
     rows, fit_e, loso_e = [], [], []
     by_fw: dict[str, list[float]] = {}
     by_mode: dict[str, list[float]] = {}
+    by_gen: dict[str, list[float]] = {}
+    by_kernels: dict[str, list[float]] = {}
     for m in ms:
         excluded = m.note.lower().startswith("exclude")
         raw = speeds[m.id].tokens_per_second
@@ -64,6 +67,8 @@ def main() -> int:
             loso_e.append(le)
             by_fw.setdefault(m.framework, []).append(le)
             by_mode.setdefault(m.mode, []).append(le)
+            by_gen.setdefault(hardware.gpu(m.gpu_model).generation, []).append(le)
+            by_kernels.setdefault(m.kernels, []).append(le)
         rows.append(f"| {m.id}{' (excluded)' if excluded else ''} | {m.framework} | {m.mode} | {m.kernels} | "
                     f"{m.gpus} x {m.gpu_model} ({m.interconnect}) | {m.seq_len} x {m.batch} | "
                     f"{m.tokens_per_second:,.0f} | {raw:,.0f} | {pred:,.0f} | {e:+.1f}% | {held:,.0f} | {le:+.1f}% |")
@@ -94,6 +99,8 @@ def main() -> int:
         summary("all", loso_e),
         *[summary(f"framework {k}", v) for k, v in sorted(by_fw.items())],
         *[summary(f"method {k}", v) for k, v in sorted(by_mode.items())],
+        *[summary(f"kernels {k}", v) for k, v in sorted(by_kernels.items())],
+        *[summary(f"GPU generation {k}", v) for k, v in sorted(by_gen.items())],
         "",
         f"In-sample (fit): median abs error {statistics.median(abs(e) for e in fit_e):.1f}%, "
         f"{sum(1 for e in fit_e if abs(e) <= 25)}/{len(fit_e)} within 25%.",

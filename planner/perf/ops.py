@@ -11,7 +11,7 @@ ones (torch.compile, Liger, Unsloth) one read and one write.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 
@@ -47,6 +47,8 @@ class ModelDims:
     experts: int = 0  # routed experts per MoE layer (0: dense)
     experts_per_token: int = 0
     sliding_window: int | None = None
+    gated_mlp: bool = True  # SwiGLU gate/up/down (Llama, Qwen, Mistral); False: up/down with GELU (MPT, GPT-2)
+    rotary: bool = True  # rotary position embedding on q and k (False: ALiBi or learned positions, MPT)
 
     @property
     def q_dim(self) -> int:
@@ -71,18 +73,15 @@ class ModelDims:
         KV heads (at least one each), MLP width and the vocabulary of the LM head divide; hidden does not)."""
         if tp <= 1:
             return self
-        return ModelDims(hidden=self.hidden, layers=self.layers, heads=max(1, self.heads // tp),
-                         kv_heads=max(1, self.kv_heads // tp), head_dim=self.head_dim,
-                         intermediate=max(1, self.intermediate // tp), vocab=max(1, self.vocab // tp),
-                         experts=self.experts, experts_per_token=self.experts_per_token,
-                         sliding_window=self.sliding_window)
+        return replace(self, heads=max(1, self.heads // tp), kv_heads=max(1, self.kv_heads // tp),
+                       intermediate=max(1, self.intermediate // tp), vocab=max(1, self.vocab // tp))
 
     def linears(self) -> tuple[tuple[str, int, int, int], ...]:
         """(name, in, out, tokens-multiplier) of one layer's linears; MoE experts see top-k tokens each."""
         mlp_mult = self.experts_per_token if self.experts else 1
         out = [("q_proj", self.hidden, self.q_dim, 1), ("k_proj", self.hidden, self.kv_dim, 1),
                ("v_proj", self.hidden, self.kv_dim, 1), ("o_proj", self.q_dim, self.hidden, 1),
-               ("gate_proj", self.hidden, self.intermediate, mlp_mult),
+               *([("gate_proj", self.hidden, self.intermediate, mlp_mult)] if self.gated_mlp else []),
                ("up_proj", self.hidden, self.intermediate, mlp_mult),
                ("down_proj", self.intermediate, self.hidden, mlp_mult)]
         if self.experts:
@@ -143,6 +142,7 @@ def elementwise(name: str, elements: float, passes: float, *, fused: bool = Fals
 # residual adds (3 passes each). Launch counts: the kernels each op takes eagerly.
 NORM_PASSES, ROPE_PASSES, ACT_PASSES, RESIDUAL_PASSES = (8, 2), (6, 2), (5, 3), (3, 3)
 NORM_LAUNCHES, ROPE_LAUNCHES, ACT_LAUNCHES = (7, 1), (8, 1), (3, 1)
+GELU_PASSES, GELU_LAUNCHES = (2, 2), (1, 1)  # a non-gated MLP's GELU: one kernel, read + write
 
 
 def layer_forward_ops(dims: ModelDims, batch: int, q_len: int, kv_len: int | None = None, *,
@@ -164,13 +164,14 @@ def layer_forward_ops(dims: ModelDims, batch: int, q_len: int, kv_len: int | Non
                 ops.append(Op(n, "gemm", 2.0 * routed * d_in * d_out,
                               reached * d_in * d_out * weight_bytes + routed * (d_in + d_out) * 2, "gemm",
                               precision, m=max(1, min(routed // reached, d_in, d_out)), launches=reached))
+    act_passes, act_launches = (ACT_PASSES, ACT_LAUNCHES) if dims.gated_mlp else (GELU_PASSES, GELU_LAUNCHES)
     ops += [attention("attention", batch, q_len, kv_len, dims.heads, dims.kv_heads, dims.head_dim,
                       kernel=attn_kernel, window=dims.sliding_window, kv_bytes=kv_bytes),
             elementwise("norms", 2 * t * dims.hidden, NORM_PASSES[k], fused=fused, launches=2 * NORM_LAUNCHES[k]),
-            elementwise("rotary", t * (dims.q_dim + dims.kv_dim), ROPE_PASSES[k], fused=fused,
-                        launches=ROPE_LAUNCHES[k]),
-            elementwise("act", t * dims.intermediate * max(1, dims.experts_per_token), ACT_PASSES[k], fused=fused,
-                        launches=ACT_LAUNCHES[k]),
+            *([elementwise("rotary", t * (dims.q_dim + dims.kv_dim), ROPE_PASSES[k], fused=fused,
+                           launches=ROPE_LAUNCHES[k])] if dims.rotary else []),
+            elementwise("act", t * dims.intermediate * max(1, dims.experts_per_token), act_passes[k], fused=fused,
+                        launches=act_launches[k]),
             elementwise("residual", 2 * t * dims.hidden, RESIDUAL_PASSES[k], fused=fused, launches=2)]
     return tuple(ops)
 

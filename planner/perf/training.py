@@ -12,7 +12,9 @@ Per decoder layer and micro-batch of B sequences of S tokens (T = B x S), on one
 * QLoRA: every forward, backward and recomputed forward dequantizes each 4-bit weight to bf16 first
   (bitsandbytes MatMul4Bit: dequantize_4bit then a bf16 GEMM, also in backward): read 0.5 B + absmax,
   write 2 B per parameter, a memory-bound cost per step that does not shrink with fewer tokens;
-* gradient checkpointing: the layer forward runs twice (Chen et al. 2016; Korthikanti et al. 2022);
+* gradient checkpointing: the layer forward runs twice (Chen et al. 2016; Korthikanti et al. 2022); with
+  ``recompute`` < 1 only that fraction of the layers is checkpointed (torchtitan's selective layer AC,
+  ``selective_ac_option = '2'``: every second layer, so 0.5);
 * fp32 master weights with bf16 autocast (``full`` at fp32): each weight is cast to bf16 per forward;
 * the optimizer step: one memory-bound pass over the trainable parameters, gradients and states
   (AdamW fp32: 28 bytes per parameter; 8-bit states: 16; SGD: 12).
@@ -40,6 +42,7 @@ class Method:
 
     mode: str  # full | lora | qlora | prompt-tuning
     checkpointing: bool = True
+    recompute: float = 1.0  # fraction of layers checkpointed (re-run in backward) when checkpointing
     lora_r: int = 16
     lora_targets: str = "all-linear"
     lora_dropout: bool = True
@@ -97,29 +100,31 @@ def training_step_ops(dims: ModelDims, batch: int, seq_len: int, method: Method)
             layer.append(_backward(op))
             if op.kind == "gemm" and m.mode == "full":  # weight gradient, written in fp32 under mixed precision
                 layer.append(replace(op, name=op.name + "_wgrad", bytes=op.bytes + (op.flops / (2 * t)) * 2))
-    if m.checkpointing:
-        layer += [replace(o, name=o.name + "_recompute") for o in fwd]
+    rc = m.recompute if m.checkpointing else 0.0
+    if rc:
+        layer += [replace(o, name=o.name + "_recompute").times(rc) if rc != 1 else replace(o, name=o.name + "_recompute")
+                  for o in fwd]
     params = sum(d_in * d_out * mult for _, d_in, d_out, mult in dims.linears()) if not dims.experts else \
         sum(d_in * d_out * (dims.experts if n in ("gate_proj", "up_proj", "down_proj") else 1)
             for n, d_in, d_out, _ in dims.linears())
-    passes = 2 + (1 if m.checkpointing else 0)
+    passes = 2 + rc
     if m.mode == "qlora":
         layer.append(Op("dequant_nf4", "dequant", params * 2 * passes, params * (NF4_BYTES + 2) * passes,
-                        "dequant-bnb", launches=len(dims.linears()) * passes))
+                        "dequant-bnb", launches=round(len(dims.linears()) * passes)))
     if m.master_fp32:
-        layer.append(elementwise("autocast_weights", params, 3 * (1 + (1 if m.checkpointing else 0))))
+        layer.append(elementwise("autocast_weights", params, 3 * (1 + rc)))
     if m.mode in ("lora", "qlora"):
         r = m.lora_r
         for name, d_in, d_out, mult in _targets(dims, m.lora_targets):
             tt = t * mult
             a, b = linear(name + "_lora_A", tt, d_in, r), linear(name + "_lora_B", tt, r, d_out)
-            reps = 1 + (1 if m.checkpointing else 0)
+            reps = 1 + rc
             layer += [a.times(reps), b.times(reps), a, b,  # forward (+ recompute), input grads
                       replace(a, name=a.name + "_wgrad"), replace(b, name=b.name + "_wgrad")]
             if m.lora_dropout and not m.fused:
-                layer.append(elementwise(name + "_lora_dropout", tt * d_in, 3 * reps + 2, launches=2 * reps + 1))
+                layer.append(elementwise(name + "_lora_dropout", tt * d_in, 3 * reps + 2, launches=round(2 * reps + 1)))
             if not m.fused:  # result + lora_B(...) * scaling: a mul and an add over the output, and their grads
-                layer.append(elementwise(name + "_lora_scale_add", tt * d_out, 5 * reps + 3, launches=2 * reps + 2))
+                layer.append(elementwise(name + "_lora_scale_add", tt * d_out, 5 * reps + 3, launches=round(2 * reps + 2)))
     ops = [o.times(dims.layers) for o in layer]
     head = head_ops(dims, t, weight_bytes=2, fused=m.fused, loss=True, precision=m.precision)
     ops += head

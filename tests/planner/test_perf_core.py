@@ -200,3 +200,31 @@ def test_dataset_speed_padding_packing_and_underfed_steps():
     assert one.padding_fraction == 0 and one.tokens_per_second < 0.5 * full  # short steps leave the GPU underfed
     truncated = dataset_speed(DIMS, m, g, lengths=[10_000], seq_len=2048, batch=1)
     assert truncated.real_tokens == 2048
+
+
+def test_non_gated_mlp_and_no_rotary_against_a_hand_count():
+    """MPT-style layers (GELU MLP x4, ALiBi): q, k, v, o and up/down only, 24 d^2 GEMM FLOPs per token
+    forward (2 x (4 d^2 + 8 d^2)), no rotary pass, and one GELU kernel over the MLP width."""
+    d = 1024
+    dims = perf.ModelDims(hidden=d, layers=2, heads=8, kv_heads=8, head_dim=128, intermediate=4 * d, vocab=1000,
+                          gated_mlp=False, rotary=False)
+    assert [n for n, *_ in dims.linears()] == ["q_proj", "k_proj", "v_proj", "o_proj", "up_proj", "down_proj"]
+    ops = perf.layer_forward_ops(dims, batch=2, q_len=64)
+    t = 2 * 64
+    assert sum(o.flops for o in ops if o.kind == "gemm") == 24 * d * d * t
+    assert "rotary" not in {o.name for o in ops}
+    act = next(o for o in ops if o.name == "act")
+    assert (act.bytes, act.launches) == (t * 4 * d * 2 * 2, 1)
+    assert dims.sharded(2).gated_mlp is False and dims.sharded(2).rotary is False
+
+
+def test_checkpointing_every_second_layer_recomputes_half_a_forward():
+    """torchtitan's selective layer AC (every second layer): recompute = 0.5 adds half of one forward's
+    FLOPs, full checkpointing one whole forward (hand count against the no-checkpointing step)."""
+    from planner.perf.training import Method, training_step_ops
+    d = perf.ModelDims(hidden=1024, layers=4, heads=8, kv_heads=8, head_dim=128, intermediate=4096, vocab=1000)
+    fwd = sum(o.flops for o in perf.layer_forward_ops(d, 2, 512)) * d.layers
+    flops = {rc: sum(o.flops for o in training_step_ops(d, 2, 512, Method("full", checkpointing=rc > 0, recompute=rc or 1)))
+             for rc in (0, 0.5, 1)}
+    assert flops[0.5] - flops[0] == pytest.approx(0.5 * fwd)
+    assert flops[1] - flops[0] == pytest.approx(fwd)

@@ -86,6 +86,16 @@ def test_sxm_box_from_gpu_flag_is_nvswitch(catalog):
     assert pcie.interconnect == "pcie"
 
 
+def test_h100_pcie_is_its_own_card(catalog):
+    """'H100 PCIe' maps to its own gpus.csv row (756.5 dense bf16 TFLOPS, 2,000 GB/s: half NVIDIA's sparse
+    1,513), not to the SXM figures, so one PCIe card is slower than one SXM card on the same job."""
+    assert (catalog.gpu("H100 PCIe").bf16_dense_tflops, catalog.gpu("H100 PCIe").mem_bandwidth_gb_s) == (756.5, 2000)
+    est = estimate("llama3-8b", mode="qlora")
+    sxm = local_costs(est, catalog, "1x H100", tokens=10**9).recommendation
+    pcie = local_costs(est, catalog, "1x H100 PCIe", tokens=10**9).recommendation
+    assert pcie.tokens_per_second < sxm.tokens_per_second
+
+
 def test_one_gpu_flag_equals_the_pricing_candidate_figure(catalog):
     """--gpu "1x A100 40GB" and a one-GPU A100 40GB plan in pricing are one computation."""
     est = estimate("llama3-8b", mode="qlora")
