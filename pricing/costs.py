@@ -62,6 +62,21 @@ class PlanCosts:
     exit_code: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
     suggestions: tuple[Any, ...] = ()  # planner.suggest.Suggestion: what would make it fit
+    over_limits: int = 0  # candidates that fit in memory but are over --max-hours / --max-cost
+
+    def fit_summary(self) -> str:
+        """'N candidates considered, F fit', saying why when ones that fit in memory were excluded by a limit.
+
+        One wording everywhere (issue 18): a verdict that names a job over the limits is never left beside
+        a bare '0 fit' that seems to contradict it.
+        """
+        fitting = sum(1 for c in self.candidates if c.fits)
+        over = ""
+        if self.over_limits:
+            flags = " / ".join(f for f, v in (("--max-hours", self.extra.get("max_hours")),
+                                               ("--max-cost", self.extra.get("max_cost"))) if v is not None)
+            over = f"; {self.over_limits} more fit in memory but are over {flags}"
+        return f"{len(self.candidates)} candidates considered, {fitting} fit{over}"
 
     def alternatives(self, n: int = 5) -> tuple[choose.Candidate, ...]:
         fitting = [c for c in self.candidates if c.fits and c is not self.recommendation]
@@ -138,7 +153,7 @@ def apply_limits(cands, *, max_hours: float | None = None, max_cost: float | Non
             took = "unknown" if c.job_hours is None else f"{c.job_hours:,.2f} h"
             over.append(f"job time {took} is over --max-hours {max_hours:g}")
         if c.fits and max_cost is not None and (c.job_usd is None or c.job_usd > max_cost):
-            cost = "unknown" if c.job_usd is None else f"${c.job_usd:,.4f}"
+            cost = "unknown" if c.job_usd is None else f"${c.job_usd:,.2f}"
             over.append(f"job cost {cost} (start-up included) is over --max-cost ${max_cost:g}")
         if over:
             c = replace(c, fits=False, reason=f"{c.reason}; {'; '.join(over)}")
@@ -165,8 +180,8 @@ def _over_limits_message(limited, max_hours, max_cost) -> str:
     best = min(priced, key=lambda c: c.job_hours if by_time else c.job_usd, default=None)
     if best is None:
         return f"nothing fits within {flags}: no fitting candidate has a known job cost and time"
-    return (f"nothing fits within {flags}: the {'fastest' if by_time else 'cheapest'} fitting job, "
-            f"{best.platform} {best.instance_type} ({best.region}), costs ${best.job_usd:,.4f} and takes "
+    return (f"nothing fits within {flags}: the {'fastest' if by_time else 'cheapest'} job that fits in memory, "
+            f"{best.platform} {best.instance_type} ({best.region}), costs ${best.job_usd:,.2f} and takes "
             f"{best.job_hours * 60:,.1f} min including {best.overhead_hours * 60:,.1f} min of start-up: over "
             f"{limits}; raise {flags} or plan a smaller job")
 
@@ -240,5 +255,5 @@ def plan_costs(est, catalog, *, platform: str = "any", region: str = "us-east-1"
     return PlanCosts(recommendation=best, candidates=cands, objective=objective, platform=platform, region=region,
                      spot=spot, tokens=tokens, tokens_source=tokens_source, epochs=epochs, money=money,
                      closest=near, verdict=verdict, warnings=tuple(warnings), notes=tuple(notes),
-                     exit_code=exit_code, suggestions=suggested,
+                     exit_code=exit_code, suggestions=suggested, over_limits=len(limited),
                      extra={"objective_from": "--objective" if objective_name else "default", "max_hours": max_hours, "max_cost": max_cost, "regions_searched": len(regions)})

@@ -13,7 +13,7 @@ README_EXAMPLES = [line.strip() for line in (ROOT / "README.md").read_text().spl
                    if line.startswith("    plan ")]
 
 
-@pytest.mark.parametrize("script", ["cli_reference.py", "accuracy_report.py"])
+@pytest.mark.parametrize("script", ["cli_reference.py", "accuracy_report.py", "founding_story.py"])
 def test_generated_docs_are_current(script):
     res = subprocess.run([sys.executable, str(ROOT / "scripts" / script), "--check"], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr

@@ -12,6 +12,8 @@ from pricing.choose import OBJECTIVE_LABELS
 from pricing.fit import GIB, needs_text
 from pricing.timecost import HOURS_PER_MONTH
 
+from .money_format import group_amount
+
 DROP_ORDER = ("GiB/GPU", "$/h", "platform", "job h")  # first dropped first; never instance/region/strategy
 FIT, NO_FIT = "green", "red"
 USAGE_LABELS = {("ec2", "on-demand"): "EC2 on-demand", ("ec2", "spot"): "EC2 spot",
@@ -38,7 +40,7 @@ def _size(gib: float) -> str:
 def _money(costs, usd: float | None) -> str:
     if costs.money is None or usd is None:
         return ""
-    return f" ({costs.money.code} {costs.money.convert(usd):,.2f})"
+    return f" ({costs.money.code} {group_amount(costs.money.convert(usd), costs.money.code)})"
 
 
 def _gpus(c) -> str:
@@ -108,8 +110,7 @@ def render_costs(console, costs) -> None:
         if (note := dropped_note(dropped)) is not None:
             console.print(note)
     _render_suggestions(console, costs)
-    fitting = sum(1 for c in costs.candidates if c.fits)
-    console.print(f"{len(costs.candidates)} candidates considered, {fitting} fit (`--json` lists each with its reason).")
+    console.print(f"{costs.fit_summary()} (`--json` lists each with its reason).", markup=False)
     for note in costs.notes:
         console.print(f"note: {note}", markup=False)
 
@@ -125,11 +126,11 @@ def _columns(costs, alts) -> dict[str, list[str]]:
     cols["$/h"] = [_usd(c.usd_per_hour) for c in alts]
     m = costs.money
     if m is not None:
-        cols[f"{m.code}/h"] = ["-" if c.usd_per_hour is None else f"{m.convert(c.usd_per_hour):,.2f}" for c in alts]
+        cols[f"{m.code}/h"] = ["-" if c.usd_per_hour is None else group_amount(m.convert(c.usd_per_hour), m.code) for c in alts]
     cols["job h"] = [_hours(c.job_hours) for c in alts]
     cols["job $"] = [_usd(c.job_usd) if c.job_usd is not None else "-" for c in alts]
     if m is not None:
-        cols[f"job {m.code}"] = ["-" if c.job_usd is None else f"{m.convert(c.job_usd):,.2f}" for c in alts]
+        cols[f"job {m.code}"] = ["-" if c.job_usd is None else group_amount(m.convert(c.job_usd), m.code) for c in alts]
     return {k: v for k, v in cols.items() if any(x not in ("-", "") for x in v)}  # empty columns dropped
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 
 import pytest
 from rich.console import Console
@@ -124,6 +125,17 @@ def test_max_hours_is_a_deadline(catalog):
     assert any("over --max-hours 10" in c.reason for c in costs.candidates)
     none = plan_costs(est, catalog, tokens=10**9, max_hours=0.01)
     assert none.exit_code == 1 and none.verdict.startswith("nothing fits within --max-hours: the fastest")
+
+
+def test_zero_fit_wording_names_the_limit_and_money_is_in_cents(capsys):
+    """Issue 18: '0 fit' never stands bare beside a verdict about a job that fits in memory; totals in cents."""
+    code, out, err = run(capsys, "llama3-8b", "--mode", "qlora", "--tokens", "1B", "--max-hours", "0.01")
+    text = " ".join((out + err).split())
+    assert code == 1 and "the fastest job that fits in memory" in text and "fitting job" not in text
+    assert re.search(r"\d+ candidates considered, 0 fit; \d+ more fit in memory but are over --max-hours \(", text)
+    assert re.search(r"costs \$[\d,]+\.\d\d and takes", text)
+    code, out, _ = run(capsys, "llama3-8b", "--mode", "qlora", "--tokens", "1B", "--currency", "INR", "--usd-rate", "88.5")
+    assert code == 0 and re.search(r"\(INR \d{1,2},\d\d,\d{3}\.\d\d\)", out)  # lakh grouping, e.g. 1,20,229.90
 
 
 @pytest.mark.parametrize("args,message", [
