@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from .money_format import group_amount
+
 GIB = 1024**3
 
 
@@ -45,7 +47,8 @@ def render_serving(console, r: dict[str, Any]) -> None:
                      + (f", ${per_m:,.2f} per million output tokens" if per_m is not None else ""))
         cur = rec.get("currency")
         if cur:
-            money += f" (= {cur['code']} {cur['per_hour']:,.0f}/h, {cur['code']} {cur['per_month']:,.0f}/month)"
+            money += (f" (= {cur['code']} {group_amount(cur['per_hour'], cur['code'])}/h, "
+                      f"{cur['code']} {group_amount(cur['per_month'], cur['code'])}/month)")
         slo = s["workload"]["slo"]
         if slo["ttft_ms"] is None and slo["itl_ms"] is None:
             verdict = "no SLO given" if rec["meets_slo"] else "does NOT carry this load"
