@@ -116,7 +116,7 @@ def test_other_commands_refuse_flags_they_would_ignore(argv, needle):
 # until it is put in one of the two.
 USED = {
     "models": {"as_json"},
-    "serve": {"model", "adapter", "host", "port", "dtype", "allow_runtime_adapters", "max_loras", "engine"},
+    "serve": {"model", "adapter", "port", "dtype", "allow_runtime_adapters", "max_loras", "engine"},
     "eval": {"name", "dataset", "general", "base", "threshold", "max_examples", "exact_match", "track",
              "fail_on_forgetting", "lm_eval_tasks", "as_json"},
     "deploy": {"source", "name", "role", "instance_type", "count", "adapter_name", "approval", "wait", "region",
@@ -151,6 +151,7 @@ REFUSED = {  # (command, flag) -> (argv that gives the flag where it does nothin
     ("serve", "quiet"): (["serve", "{tmp}", "--engine", "vllm", "--quiet"], "--quiet does nothing here"),
     ("serve", "served_model_name"): (["serve", "{tmp}", "--served-model-name", ""], "--served-model-name is empty"),
     ("serve", "api_key"): (["serve", "{tmp}", "--api-key", ""], "--api-key is empty"),
+    ("serve", "host"): (["serve", "{tmp}", "--host", ""], "--host is empty"),
     ("eval", "experiment"): (["eval", "a", "--dataset", "d.jsonl", "--no-track", "--experiment", "e"],
                              "--experiment does nothing here"),
     ("eval", "lm_eval_include"): (None, "--lm-eval-include and --lm-eval-limit need --lm-eval-tasks"),

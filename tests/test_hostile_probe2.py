@@ -65,3 +65,7 @@ def test_a_mode_flag_under_another_mode_is_refused():
     one_error(plan("llama3-8b", "--mode", "lora", "--dataset", "d.jsonl", "--no-pricing"), "--dataset does nothing")
     ok = plan("llama3-8b", "--mode", "inference", "--adapters", "2", "--lora-r", "8", "--no-pricing")
     assert ok.returncode == 0, ok.stderr
+
+
+def test_usd_with_a_rate_is_refused_not_relabelled():
+    one_error(plan("llama3-8b", "--mode", "lora", "--currency", "USD", "--usd-rate", "1.1"), "--usd-rate 1.1 with --currency USD")

@@ -79,7 +79,7 @@ def serve(
     if adapter_root and not allow_runtime_adapters:  # issue 19: no flag silently ignored
         raise PlannerError("--adapter-root does nothing here: it confines runtime loads, which need "
                            "--allow-runtime-adapters")
-    check_serve_values(model, served_model_name, api_key, adapter_root)  # issue 19, probe round 2
+    check_serve_values(model, host, served_model_name, api_key, adapter_root)  # issue 19, probe round 2
     if max_loras is not None and (max_loras < 1 or len(specs) > max_loras):
         raise PlannerError(f"--max-loras must be at least 1 and at least the {len(specs)} adapters given, got {max_loras}")
     local_only = [n for n in ("max_batch_size", "batch_window_ms", "timeout_keep_alive", "quiet") if given(ctx, n)]

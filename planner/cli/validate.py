@@ -293,12 +293,14 @@ def plain_value(flag: str, value: str | None) -> None:
         raise PlannerError(f"{flag} holds a control character (newline, tab...): pass a plain value")
 
 
-def check_serve_values(model: str, served_model_name: str | None, api_key: str | None, adapter_roots: Any) -> None:
+def check_serve_values(model: str, host: str, served_model_name: str | None, api_key: str | None,
+                       adapter_roots: Any) -> None:
     """``plan serve``'s string flags and folders, checked before any model is loaded."""
     import os
 
     from ..safe_io import regular_file
 
+    plain_value("--host", host)  # an empty host binds every interface
     plain_value("--served-model-name", served_model_name)
     plain_value("--api-key", api_key)
     for root in adapter_roots:
