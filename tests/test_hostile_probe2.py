@@ -69,3 +69,7 @@ def test_a_mode_flag_under_another_mode_is_refused():
 
 def test_usd_with_a_rate_is_refused_not_relabelled():
     one_error(plan("llama3-8b", "--mode", "lora", "--currency", "USD", "--usd-rate", "1.1"), "--usd-rate 1.1 with --currency USD")
+
+
+def test_a_vanishing_usd_rate_is_refused():
+    one_error(plan("llama3-8b", "--mode", "lora", "--currency", "EUR", "--usd-rate", "1e-320"), "--usd-rate must be at least 1e-06")
