@@ -49,10 +49,18 @@ class Prediction:
         return c if isinstance(c, int) and not isinstance(c, bool) else None
 
 
+def _no_constant(token: str) -> Any:
+    raise json.JSONDecodeError(f"{token} is not a number JSON allows", token, 0)
+
+
 def load_prediction(path: Path) -> Prediction:
     """Read ``path``; one-line PlannerError when it is not a plan's JSON with ``serving.performance``."""
+    from planner.safe_io import read_text  # a regular file of bounded size: a FIFO or /dev/zero would hang
+
+    if not Path(path).exists():
+        raise PlannerError(f"cannot read --predicted {path}: no such file")
     try:
-        doc = json.loads(Path(path).read_text())
+        doc = json.loads(read_text(path, "--predicted"), parse_constant=_no_constant)
     except OSError as exc:
         raise PlannerError(f"cannot read --predicted {path}: {exc.strerror}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:

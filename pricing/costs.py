@@ -34,6 +34,11 @@ class Money:
             raise PlannerError(f"--currency must be a three-letter ISO 4217 code such as INR or EUR, got '{code}'")
         if not math.isfinite(usd_rate) or usd_rate <= 0:
             raise PlannerError(f"--usd-rate must be a positive number, got {usd_rate}")
+        if usd_rate < 1e-6:  # issue 19: 1e-320 priced every machine at 0.00 (a sanity bound of this tool)
+            raise PlannerError(f"--usd-rate must be at least 1e-06 (a sanity bound of this tool), got {usd_rate:g}")
+        if code.upper() == "USD" and usd_rate != 1:  # issue 19: would relabel scaled dollars as dollars
+            raise PlannerError(f"--usd-rate {usd_rate:g} with --currency USD would scale dollar prices and still "
+                               "call them dollars: drop both flags for US dollars")
         return cls(code.upper(), float(usd_rate))
 
     def convert(self, usd: float | None) -> float | None:

@@ -31,6 +31,8 @@ def boto_session(region: str | None) -> Any:
         raise SageMakerError(NO_REGION)
     try:  # botocore's own check, done here so a malformed name is one line, not a traceback
         validate_region_name(session.region_name)
+        if session.region_name != session.region_name.strip():  # its regex's `$` lets a final newline by
+            raise InvalidRegionError(region_name=session.region_name)
     except InvalidRegionError:
         shown = " ".join(session.region_name.split())[:40]
         raise SageMakerError(f"'{shown}' is not an AWS region name (e.g. us-east-1): fix --region or "

@@ -42,9 +42,11 @@ _USER_CODES = {
 def aws_errors(doing: str) -> Iterator[None]:
     """Translate the AWS exceptions a user can cause, raised while ``doing``, into SageMakerError."""
     from botocore.exceptions import (ClientError, EndpointConnectionError, NoCredentialsError,
-                                     NoRegionError, PartialCredentialsError)
+                                     NoRegionError, ParamValidationError, PartialCredentialsError)
     try:
         yield
+    except ParamValidationError as exc:  # a name the user gave that the API's schema refuses (empty, too long)
+        raise SageMakerError(f"{doing}: {' '.join(str(exc).split())}") from None
     except NoRegionError:
         raise SageMakerError(NO_REGION) from None
     except (NoCredentialsError, PartialCredentialsError):

@@ -32,6 +32,8 @@ def _fmt_loss(value) -> str:
 def list_adapters(base: Optional[str] = typer.Option(None, "--base", help="Only adapters of this base model."),
                   as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:
     """List stored adapters (oldest first)."""
+    from .validate import plain_value
+    plain_value("--base", base)  # an empty --base would list nothing and say so (issue 19)
     records = store().list(base_model=base)
     if as_json:
         typer.echo(json.dumps([r.to_dict() for r in records], indent=2, default=str))

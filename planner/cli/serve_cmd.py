@@ -65,7 +65,7 @@ def serve(
     quiet: bool = typer.Option(False, "--quiet", help="Do not log each request."),
 ) -> None:
     """Serve MODEL and its adapters over an OpenAI-compatible API; `model` in a request picks the adapter."""
-    from .validate import check_flags, given, require_extra
+    from .validate import check_flags, check_serve_values, given, require_extra
     check_flags(ctx)
     if engine == "local":
         require_extra("plan serve", "serve", "fastapi", "uvicorn", "pydantic", "torch", "transformers", "peft")
@@ -79,6 +79,7 @@ def serve(
     if adapter_root and not allow_runtime_adapters:  # issue 19: no flag silently ignored
         raise PlannerError("--adapter-root does nothing here: it confines runtime loads, which need "
                            "--allow-runtime-adapters")
+    check_serve_values(model, host, served_model_name, api_key, adapter_root)  # issue 19, probe round 2
     if max_loras is not None and (max_loras < 1 or len(specs) > max_loras):
         raise PlannerError(f"--max-loras must be at least 1 and at least the {len(specs)} adapters given, got {max_loras}")
     local_only = [n for n in ("max_batch_size", "batch_window_ms", "timeout_keep_alive", "quiet") if given(ctx, n)]

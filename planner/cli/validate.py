@@ -168,7 +168,29 @@ def _sagemaker(p: dict[str, Any]) -> bool:
     return bool(p.get("execute")) and p.get("backend") == "sagemaker"
 
 
+def _mode(p: dict[str, Any]) -> str | None:
+    return "inference" if p.get("engine") == "vllm" and not p.get("mode") else p.get("mode")
+
+
+def _lora(p: dict[str, Any]) -> bool:
+    return _mode(p) in ("lora", "qlora")
+
+
 FLAG_NEEDS: dict[str, tuple[str, Any]] = {
+    # probe round 2: the shape flags of one mode are ignored by the others
+    "lora_r": ("--mode lora or qlora (or --mode inference --adapters N)", lambda p: _lora(p) or bool(p.get("adapters"))),
+    "lora_targets": ("--mode lora or qlora (or --mode inference --adapters N)",
+                     lambda p: _lora(p) or bool(p.get("adapters"))),
+    "lora_alpha": ("--mode lora or qlora", _lora),
+    "lora_dropout": ("--mode lora or qlora", _lora),
+    "num_virtual_tokens": ("--mode prompt-tuning", lambda p: _mode(p) == "prompt-tuning"),
+    "gradient_checkpointing": ("a training mode (not --mode inference)", lambda p: _mode(p) != "inference"),
+    "optimizer": ("a training mode (not --mode inference)", lambda p: _mode(p) != "inference"),
+    "dataset": ("--execute or --emit-config, or a training estimate with pricing (its tokens set the cost)",
+                lambda p: _runs(p) or (not p.get("no_pricing") and _mode(p) != "inference")),
+    "epochs": ("--execute or --emit-config, or --tokens/--dataset with pricing",
+               lambda p: _runs(p) or (not p.get("no_pricing") and _mode(p) != "inference"
+                                      and (p.get("tokens") is not None or bool(p.get("dataset"))))),
     "backend": ("--execute", lambda p: bool(p.get("execute"))),
     "yes": ("--execute", lambda p: bool(p.get("execute"))),
     "force": ("--execute --backend local", _local),
@@ -187,10 +209,9 @@ FLAG_NEEDS: dict[str, tuple[str, Any]] = {
     "max_lora_rank": ("--mode inference --adapters N", lambda p: bool(p.get("adapters"))),
 }
 # Used by every estimate (or checked elsewhere: --no-pricing's flags, --currency with --usd-rate).
-ALWAYS_USED = ("model", "mode", "precision", "seq_len", "batch_size", "gradient_checkpointing", "lora_r",
-               "lora_alpha", "lora_dropout", "lora_targets", "num_virtual_tokens", "optimizer", "attention",
+ALWAYS_USED = ("model", "mode", "precision", "seq_len", "batch_size", "attention",
                "allocator", "adapters", "region", "spot", "objective", "max_hours", "gpu", "max_gpus", "tokens",
-               "dataset", "epochs", "currency", "usd_rate", "no_pricing", "execute", "emit_config", "as_json",
+               "currency", "usd_rate", "no_pricing", "execute", "emit_config", "as_json",
                # issue 21's serving flags: used by --engine vllm, each refused in one line without it
                # (planner/cli/serving_flags.check_serving), so none is ignored
                *SERVING_FLAG_NAMES)
@@ -259,3 +280,32 @@ def require_group_extra(ctx: Any, extra: str) -> None:
     if ctx.meta.get(HELP_ASKED) or ctx.resilient_parsing:
         return
     require_extra(f"{ctx.command_path} {ctx.invoked_subcommand}".strip(), extra, *EXTRA_MODULES[extra])
+
+
+def plain_value(flag: str, value: str | None) -> None:
+    """A user's name or key must be non-empty, without control characters (probe round 2: an empty
+    --served-model-name or --api-key was taken as "not given", so the server ran without the key)."""
+    if value is None:
+        return
+    if not value.strip():
+        raise PlannerError(f"{flag} is empty; pass a value or leave the flag out")
+    if any(not ch.isprintable() for ch in value):
+        raise PlannerError(f"{flag} holds a control character (newline, tab...): pass a plain value")
+
+
+def check_serve_values(model: str, host: str, served_model_name: str | None, api_key: str | None,
+                       adapter_roots: Any) -> None:
+    """``plan serve``'s string flags and folders, checked before any model is loaded."""
+    import os
+
+    from ..safe_io import regular_file
+
+    plain_value("--host", host)  # an empty host binds every interface
+    plain_value("--served-model-name", served_model_name)
+    plain_value("--api-key", api_key)
+    for root in adapter_roots:
+        if not os.path.isdir(root):
+            raise PlannerError(f"--adapter-root {root} is not a folder; pass an existing folder of adapters")
+    config = os.path.join(model, "config.json") if model and os.path.isdir(model) else None
+    if config and os.path.lexists(config):  # a FIFO or device as config.json must not block or crash the load
+        regular_file(config, "config.json", limit=4 << 20)
