@@ -33,6 +33,7 @@ pad the vocabulary to 64 and split it, MLA's down-projections, routers and norms
 from __future__ import annotations
 
 import json
+import re
 import math
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -56,11 +57,18 @@ def vllm_data() -> dict[str, Any]:
     return json.loads(_DATA.read_text())
 
 
+_RELEASE = re.compile(r"v?(\d{1,4})\.(\d{1,4})(?:\.(\d{1,4})(?:\.(\d{1,4}))?)?")  # 0.10.1.1: a post release
+
+
 def _version_tuple(text: str) -> tuple[int, ...]:
-    parts = str(text).strip().lstrip("v").split(".")
-    if len(parts) < 2 or not all(p.isdigit() for p in parts[:3]):
-        raise PlannerError(f"--engine-version '{text}' is not a vLLM release number such as 0.19.0")
-    return tuple(int(p) for p in parts[:3]) + (0,) * (3 - len(parts[:3]))
+    """``0.19.0`` / ``v0.19`` -> (0, 19, 0), ``0.10.1.1`` -> (0, 10, 1, 1); anything else (spaces, newlines,
+    rc tags) is refused, so the release modelled is exactly the one written."""
+    m = _RELEASE.fullmatch(str(text))
+    if m is None:
+        shown = str(text).encode("unicode_escape").decode("ascii")
+        raise PlannerError(f"--engine-version '{shown}' is not a vLLM release number such as 0.19.0")
+    major, minor, patch, post = m.groups()
+    return (int(major), int(minor), int(patch or 0)) + ((int(post),) if post else ())
 
 
 def check_version(text: str | None) -> str:

@@ -162,10 +162,15 @@ def test_cudagraph_estimate_is_subtracted_from_its_default_release():
     assert not version_rules("0.19.0")["cudagraph_estimate_default"]
 
 
-@pytest.mark.parametrize("bad", ["0.3.1", "1.0.0", "abc", "0"])
+@pytest.mark.parametrize("bad", ["0.3.1", "1.0.0", "abc", "0", "0.19.0\n", " 0.19.0", "0.19.0.1.2", "0.19.0rc1", ""])
 def test_unknown_engine_version_refused(bad):
     with pytest.raises(PlannerError):
         check_version(bad)
+
+
+def test_engine_version_is_read_exactly():  # the release modelled is the one written (issue 19 probe round 2)
+    assert check_version("0.19.0") == "0.19.0" and check_version("v0.19") == "0.19.0"
+    assert check_version("0.10.1.1") == "0.10.1.1"  # vLLM publishes post releases
 
 
 # ---------------------------------------------------------------- checkpoints as served
