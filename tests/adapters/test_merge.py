@@ -58,7 +58,7 @@ def test_refusals(tiny_base, two_adapters, tmp_path):
         merge_adapter(ref, tmp_path / "x", dtype="int4")
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "keep.txt").write_text("x")
-    with pytest.raises(PlannerError, match="not empty"):
+    with pytest.raises(PlannerError, match=r"already holds files \(keep.txt\); nothing there is replaced"):
         merge_adapter(ref, tmp_path / "full")
     # a base saved with a quantization config (as a 4-bit checkpoint would be) is refused
     import shutil
