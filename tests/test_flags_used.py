@@ -123,7 +123,7 @@ USED = {
                "as_json"},
     "bench": {"url", "concurrency", "input_tokens", "output_tokens", "num_prompts", "max_seconds", "request_timeout",
               "model", "ignore_eos", "api_key", "seed", "predicted", "append_calibration", "as_json"},
-    "prices refresh": {"region", "as_json"},
+    "prices refresh": {"region", "api", "as_json"},
     "prices show": {"regions", "as_json"},
     "adapters list": {"as_json"},
     "adapters show": {"name", "as_json"},
@@ -142,6 +142,7 @@ USED = {
 }
 DEAD = "http://127.0.0.1:9"
 REFUSED = {  # (command, flag) -> (argv that gives the flag where it does nothing, what the one error line says)
+    ("prices refresh", "spot"): (["prices", "refresh", "--api", "--no-spot"], "--no-spot does nothing with --api"),
     ("serve", "adapter_root"): (["serve", "{tmp}", "--adapter-root", "{tmp}"], "--adapter-root does nothing here"),
     ("serve", "max_lora_rank"): (["serve", "{tmp}", "--max-lora-rank", "8"], "--max-lora-rank is for --engine vllm"),
     ("serve", "max_batch_size"): (["serve", "{tmp}", "--engine", "vllm", "--max-batch-size", "8"], "does nothing here"),

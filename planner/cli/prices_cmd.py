@@ -26,6 +26,10 @@ def refresh_cmd(
 ) -> None:
     """Read current AWS prices (public price list files: no AWS account needed); write the user catalog."""
     from .progress import byte_progress, waiting
+    if api and not spot:  # issue 19: no flag silently ignored
+        from planner.errors import PlannerError
+        raise PlannerError("--no-spot does nothing with --api: the Price List API refresh always reads spot "
+                           "history; drop one of them")
     if api:
         from .validate import AWS_MODULES, require_extra
         require_extra("plan prices refresh --api", "aws", *AWS_MODULES[:2])
