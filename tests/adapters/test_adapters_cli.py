@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +14,7 @@ import pytest
 from planner.cli import main
 from tests.adapters.conftest import CAPITALS, PROMPT
 from tests.adapters.http_client import call, complete
+from tests.served import wait_for_url
 from tests.tiny import write_jsonl
 
 pytestmark = pytest.mark.slow
@@ -46,13 +45,7 @@ def test_plan_serve_process_answers_then_stops_on_ctrl_c(stored, plan_home, tiny
                              "--port", "0", "--dtype", "fp32"],
                             env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        url, deadline = None, time.time() + 120
-        while url is None and time.time() < deadline:
-            line = proc.stderr.readline()
-            if not line and proc.poll() is not None:
-                break
-            m = re.search(r"on (http://127\.0\.0\.1:\d+)/v1", line)
-            url = m.group(1) if m else None
+        url = wait_for_url(proc, 120)
         assert url, f"server did not start: rc={proc.poll()}"
         assert [m["id"] for m in call(url, "GET", "/v1/models")[1]["data"]] == ["tiny", "caps", "swapped"]
         assert complete(url, "caps", PROMPT) == "paris ."

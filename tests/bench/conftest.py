@@ -6,14 +6,13 @@ and the server do not share an interpreter: what the bench measures is HTTP to a
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
+from tests.served import wait_for_url
 from tests.tiny import make_tiny_model
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,13 +32,7 @@ def serve_url(tiny_dir):
                              "--port", "0", "--dtype", "fp32", "--quiet"],
                             env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        url, deadline = None, time.time() + 180
-        while url is None and time.time() < deadline:
-            line = proc.stderr.readline()
-            if not line and proc.poll() is not None:
-                break
-            m = re.search(r"on (http://127\.0\.0\.1:\d+)/v1", line)
-            url = m.group(1) if m else None
+        url = wait_for_url(proc, 180)
         assert url, f"plan serve did not start: rc={proc.poll()}"
         yield url
     finally:
